@@ -1,0 +1,78 @@
+"""The Celery application: broker, queues, routing and every failure-handling choice.
+
+``celery -A fleet worker|beat|flower|call|inspect`` finds this app through
+``fleet.app``. Settings come from :mod:`fleet.settings`; queue names come from
+the agent catalogue so a heartbeat lands in its agent's queue however it is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from fleet.settings import Settings, get_settings
+
+#: Redis redelivers an unacked message after this long (s). It must exceed the
+#: longest heartbeat (hard time limit) and the longest retry delay, or a task runs twice.
+VISIBILITY_TIMEOUT = 3 * 3600
+
+#: Queue of every task that is not a heartbeat (probes, maintenance).
+DEFAULT_QUEUE = "ops"
+
+#: Modules holding task definitions; workers import them at start.
+TASK_MODULES = ["tasks.probe"]
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    """Build the Celery app from settings (tests build their own with other URLs)."""
+    settings = settings or get_settings()
+    app = Celery("fleet", broker=settings.broker_url, include=TASK_MODULES)
+    app.conf.update(_config(settings))
+    return app
+
+
+def _config(settings: Settings) -> dict[str, Any]:
+    return {
+        # No result backend: outcomes live in the ledger and the heartbeats collection.
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "timezone": "UTC",
+        "enable_utc": True,
+        # A SIGKILLed worker's heartbeat comes back instead of vanishing (heartbeats are idempotent).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # With acks_late, reserve one message per process so a dead process strands at most one.
+        "worker_prefetch_multiplier": 1,
+        # After a broker connection loss, unacked late-ack tasks will be redelivered: do not run them twice.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Keep retrying the broker at start instead of dying when Redis starts second.
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_queues": [Queue(name) for name in _queue_names()],
+        "task_routes": ("fleet.routing.route_task",),
+        # Workers report events so Flower shows tasks as they run.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def _queue_names() -> list[str]:
+    from fleet.routing import queue_names
+
+    return queue_names()
+
+
+_APP: Celery | None = None
+
+
+def get_app() -> Celery:
+    """The process-wide app (what ``celery -A fleet`` and the task modules use)."""
+    global _APP
+    if _APP is None:
+        _APP = make_app()
+    return _APP

@@ -1,0 +1,56 @@
+"""Names that several modules must agree on: collections, indexes, Redis keys, versions.
+
+Nothing else in fleet spells a collection name or a Redis key as a string literal.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- MongoDB collections ----------------------------------------------------------
+#: Current state of each bet: a projection of its transition records (a cache).
+BETS: Final = "bets"
+#: Append-only record of every accepted transition; ``_id = "<bet>:<seq>"`` is the commit point.
+TRANSITIONS: Final = "transitions"
+#: Every refused transition attempt, with its reason.
+REFUSALS: Final = "refusals"
+#: One document per heartbeat: agent, type, actions, protocol version and hash.
+HEARTBEATS: Final = "heartbeats"
+#: Advisory leases on bets; ``_id = "<bet>:<seq>:<n>"`` so taking one over is an insert.
+CLAIMS: Final = "claims"
+#: One document per failed attempt on a bet (a failed external call), never updated.
+FAILURES: Final = "bet_failures"
+#: The task board and each task's history.
+TASKS: Final = "tasks"
+TASK_EVENTS: Final = "task_events"
+#: End-to-end probes: a worker writes one when it runs `fleet.probe` (doctor, smoke test).
+PROBES: Final = "probes"
+
+#: Index definitions per collection: (name, [(field, direction)], unique).
+#: Only plain ascending indexes: FerretDB v1 has no TTL and ignores ``sparse``.
+INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
+    BETS: [("stage_seq", [("stage", 1), ("seq", 1)], False)],
+    TRANSITIONS: [
+        ("bet_seq", [("bet_id", 1), ("seq", 1)], True),
+        ("at", [("at", 1)], False),
+    ],
+    REFUSALS: [("bet_at", [("bet_id", 1), ("at", 1)], False)],
+    HEARTBEATS: [("agent_started", [("agent", 1), ("started_at", 1)], False)],
+    CLAIMS: [("bet_seq", [("bet_id", 1), ("seq", 1)], False)],
+    FAILURES: [("bet_seq", [("bet_id", 1), ("seq", 1)], False)],
+    TASKS: [("assignee_status", [("assignee", 1), ("status", 1)], False)],
+    TASK_EVENTS: [("task_at", [("task_id", 1), ("at", 1)], False)],
+}
+
+# --- Redis keys -------------------------------------------------------------------
+#: One heartbeat per agent at a time across all workers.
+AGENT_LOCK_KEY: Final = "fleet:lock:agent:{agent}"
+
+# --- Celery -----------------------------------------------------------------------
+HEARTBEAT_TASK: Final = "fleet.heartbeat"
+HEARTBEAT_REASONS: Final = ("scheduled", "adhoc")
+PROBE_TASK: Final = "fleet.probe"
+
+# --- local services ---------------------------------------------------------------
+FERRETDB_MODULE: Final = "github.com/FerretDB/FerretDB"
+FERRETDB_VERSION: Final = "v1.24.2"

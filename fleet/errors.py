@@ -1,0 +1,201 @@
+"""The one exception tree of fleet.
+
+Every error fleet raises on purpose derives from :class:`FleetError`. Errors are
+grouped by subsystem and carry the fields an operator needs. The split that
+matters for retries is :class:`TransientError` (the world is briefly broken:
+retry) versus everything else (the request is wrong: retrying cannot help).
+Both tenacity policies and Celery's ``autoretry_for`` are driven from that split
+(see :data:`TRANSIENT_ERRORS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class FleetError(Exception):
+    """Root of every error fleet raises on purpose; ``str()`` is one operator line."""
+
+
+# --- transient: retrying may help -------------------------------------------------
+
+
+class TransientError(FleetError):
+    """A dependency is briefly unavailable; the same call may succeed later."""
+
+
+class LedgerUnavailable(TransientError):
+    """The MongoDB-wire store cannot be reached or did not answer in time."""
+
+
+class BrokerUnavailable(TransientError):
+    """The Redis broker cannot be reached or did not answer in time."""
+
+
+class ExternalCallFailed(TransientError):
+    """An external service (ads API, CRM, ...) failed; raised by handlers to ask for a retry."""
+
+
+# --- configuration ----------------------------------------------------------------
+
+
+class ConfigError(FleetError):
+    """A setting, definition or file is invalid; fix the input, do not retry."""
+
+
+class SettingsError(ConfigError):
+    """An environment variable (``FLEET_*``) is malformed."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class DefinitionError(ConfigError):
+    """A declarative definition (pipeline, catalogue, protocols) has problems; lists them all."""
+
+    what = "definition"
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        listed = "; ".join(self.problems)
+        super().__init__(f"invalid {self.what} {source}: {len(self.problems)} problem(s): {listed}")
+
+
+class PipelineError(DefinitionError):
+    """The pipeline definition (stages and handoff map) is invalid."""
+
+    what = "pipeline"
+
+
+class CatalogueError(DefinitionError):
+    """The agent catalogue (agent specs) is invalid or does not match the pipeline."""
+
+    what = "agent catalogue"
+
+
+class ProtocolError(DefinitionError):
+    """The shared protocols file is missing, malformed or has an unknown version."""
+
+    what = "protocols"
+
+
+class ServiceError(FleetError):
+    """A local service (Redis, FerretDB) could not be installed, built or started."""
+
+
+# --- the ledger and the enforcer --------------------------------------------------
+
+
+class LedgerError(FleetError):
+    """A ledger operation was refused or found the ledger inconsistent."""
+
+
+class UnknownBet(LedgerError):
+    """No bet has this id."""
+
+    def __init__(self, bet_id: str) -> None:
+        super().__init__(f"unknown bet {bet_id!r}")
+        self.bet_id = bet_id
+
+
+class DuplicateBet(LedgerError):
+    """A bet with this id already exists."""
+
+    def __init__(self, bet_id: str) -> None:
+        super().__init__(f"bet {bet_id!r} already exists")
+        self.bet_id = bet_id
+
+
+class CorruptBet(LedgerError):
+    """A bet or transition document in the store does not parse."""
+
+    def __init__(self, bet_id: str, problem: str) -> None:
+        super().__init__(f"bet {bet_id!r} is corrupt: {problem}")
+        self.bet_id = bet_id
+        self.problem = problem
+
+
+class TransitionRefused(LedgerError):
+    """The enforcer refused a stage change; the refusal is recorded and nothing else changes."""
+
+    reason = "refused"
+
+    def __init__(
+        self,
+        bet_id: str | None,
+        agent: str,
+        from_stage: str | None,
+        to_stage: str,
+        detail: str = "",
+    ) -> None:
+        self.bet_id = bet_id
+        self.agent = agent
+        self.from_stage = from_stage
+        self.to_stage = to_stage
+        self.detail = detail
+        move = f"{from_stage or '(new)'} -> {to_stage}"
+        text = f"{self.reason}: bet {bet_id!r}, agent {agent!r}, {move}"
+        super().__init__(f"{text}: {detail}" if detail else text)
+
+
+class IllegalTransition(TransitionRefused):
+    """The handoff map has no edge from the bet's stage to the target stage."""
+
+    reason = "illegal transition"
+
+
+class NotOwner(TransitionRefused):
+    """The edge exists but another agent owns it (or the agent may not create bets)."""
+
+    reason = "not the owner"
+
+
+class StaleBet(TransitionRefused):
+    """The caller's sequence number is not the bet's latest: another writer won the race."""
+
+    reason = "stale bet (lost race)"
+
+
+# --- runtime ----------------------------------------------------------------------
+
+
+class RuntimeFleetError(FleetError):
+    """A heartbeat could not run as asked."""
+
+
+class UnknownAgent(RuntimeFleetError):
+    """No agent spec has this name."""
+
+    def __init__(self, agent: str) -> None:
+        super().__init__(f"unknown agent {agent!r}")
+        self.agent = agent
+
+
+class BadTaskArguments(RuntimeFleetError):
+    """A task was sent with arguments of the wrong type, or extra ones."""
+
+
+class HandlerImportError(RuntimeFleetError):
+    """An agent spec names a handler that cannot be imported."""
+
+
+# --- the task board ---------------------------------------------------------------
+
+
+class BoardError(FleetError):
+    """A task-board operation was refused."""
+
+
+class UnknownTask(BoardError):
+    """No board task has this id."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"unknown board task {task_id!r}")
+        self.task_id = task_id
+
+
+#: Errors worth retrying, for tenacity and Celery's ``autoretry_for`` alike.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientError,)

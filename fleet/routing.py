@@ -1,0 +1,41 @@
+"""Which queue a task lands in: a heartbeat goes to its agent's queue however it is sent.
+
+Celery calls :func:`route_task` for every ``apply_async``/``send_task``, including
+``celery -A fleet call fleet.heartbeat --args='["agent"]'`` with no ``--queue``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleet.constants import HEARTBEAT_TASK
+
+#: Queue of every task that is not a heartbeat, and of heartbeats for unknown
+#: agents (which then fail once, cleanly, on a worker).
+OPS_QUEUE = "ops"
+
+
+def queue_names() -> list[str]:
+    """Every queue: one per stage group in the catalogue, plus ``ops``."""
+    from fleet.agents import get_registry
+
+    return sorted({OPS_QUEUE, *get_registry().queues()})
+
+
+def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str]:
+    """Celery router: heartbeats by agent, everything else to ``ops``."""
+    if name != HEARTBEAT_TASK:
+        return {"queue": OPS_QUEUE}
+    agent = _agent_argument(args, kwargs)
+    from fleet.agents import get_registry
+
+    spec = get_registry().get(agent) if isinstance(agent, str) else None
+    return {"queue": spec.queue if spec else OPS_QUEUE}
+
+
+def _agent_argument(args: Any, kwargs: Any) -> object:
+    if isinstance(kwargs, dict) and "agent" in kwargs:
+        return kwargs["agent"]
+    if isinstance(args, list | tuple) and args:
+        return args[0]
+    return None

@@ -1,0 +1,107 @@
+"""Every setting and its default, in one typed object read from ``FLEET_*`` variables.
+
+| variable               | default                          | meaning |
+|------------------------|----------------------------------|---------|
+| FLEET_MONGO_URL        | mongodb://127.0.0.1:27027/       | MongoDB-wire store; unset = the local FerretDB |
+| FLEET_MONGO_DB         | fleet                            | database name |
+| FLEET_BROKER_URL       | redis://127.0.0.1:6390/0         | Celery broker and lock store; unset = local Redis |
+| FLEET_PROTOCOLS_DIR    | protocols                        | folder holding the shared protocols file |
+| FLEET_PIPELINE         | (built-in default pipeline)      | ``module:attribute`` or a YAML/JSON file |
+| FLEET_CATALOGUE        | (built-in 52-agent catalogue)    | ``module:attribute`` or a YAML/JSON file |
+| FLEET_DEBUG            | false                            | add the decision trace to every heartbeat log |
+| FLEET_HOME             | .fleet                           | local state: service data, logs, cached binaries |
+| FLEET_DAY_SECONDS      | 86400                            | length of one schedule "day"; 120 replays a day in 2 minutes |
+| FLEET_SIM_FAILURE_RATE | 0.0                              | share of simulated external calls that fail (demo) |
+| FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
+| FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
+| FLEET_FLOWER_PASSWORD  | fleet                            | Flower basic-auth password; change it outside a laptop |
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fleet.errors import SettingsError
+
+#: Ports of the local services the project starts itself (not the standard ones,
+#: so a developer's own MongoDB or Redis is never touched).
+LOCAL_MONGO_PORT = 27027
+LOCAL_REDIS_PORT = 6390
+
+
+class Settings(BaseSettings):
+    """fleet's configuration; see the module docstring for every variable."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore")
+
+    mongo_url: str = f"mongodb://127.0.0.1:{LOCAL_MONGO_PORT}/"
+    mongo_db: str = "fleet"
+    broker_url: str = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
+    protocols_dir: Path = Path("protocols")
+    pipeline: str | None = None
+    catalogue: str | None = None
+    debug: bool = False
+    home: Path = Path(".fleet")
+    day_seconds: float = Field(default=86400.0, gt=0)
+    sim_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    flower_port: int = Field(default=5555, gt=0, lt=65536)
+    flower_user: str = "fleet"
+    flower_password: str = "fleet"
+
+    @field_validator("mongo_url")
+    @classmethod
+    def _mongo_scheme(cls, value: str) -> str:
+        if not value.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def local_mongo(self) -> bool:
+        """True when the project should start its own FerretDB (no URL was given)."""
+        return "mongo_url" not in self.model_fields_set
+
+    @property
+    def local_redis(self) -> bool:
+        """True when the project should start its own Redis (no URL was given)."""
+        return "broker_url" not in self.model_fields_set
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``, safe to print or log."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment; a bad value raises one :class:`SettingsError`."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        raise SettingsError(f"FLEET_{field.upper()}", first["msg"]) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,119 @@
+"""Connections to the two shared stores: the MongoDB-wire database and Redis.
+
+Both are created here only, so timeouts and error translation are the same
+everywhere: an unreachable or malformed URL becomes one :class:`FleetError` line
+naming the variable, with any password masked.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+
+import redis
+from pymongo import ASCENDING, MongoClient
+from pymongo.database import Database
+from pymongo.errors import ConfigurationError, InvalidURI, PyMongoError
+
+from fleet.constants import INDEXES
+from fleet.errors import BrokerUnavailable, LedgerUnavailable, SettingsError
+from fleet.settings import Settings, mask_url
+
+Document = dict[str, object]
+
+#: How long a call waits for an unreachable server before giving up (ms).
+SERVER_TIMEOUT_MS = 5000
+
+
+def mongo_client(url: str) -> MongoClient[Document]:
+    """A client for ``url``; a malformed URL raises :class:`SettingsError`."""
+    try:
+        return MongoClient(
+            url,
+            serverSelectionTimeoutMS=SERVER_TIMEOUT_MS,
+            connectTimeoutMS=SERVER_TIMEOUT_MS,
+            tz_aware=True,
+            connect=False,
+        )
+    except (InvalidURI, ConfigurationError, ValueError) as exc:
+        raise SettingsError("FLEET_MONGO_URL", f"malformed ({mask_url(url)}): {exc}") from None
+
+
+_CLIENTS: dict[tuple[str, int], MongoClient[Document]] = {}
+
+
+def _cached_client(url: str) -> MongoClient[Document]:
+    # One pooled client per URL and process: pymongo clients are thread-safe but not fork-safe,
+    # so Celery's prefork children each build their own after the fork.
+    key = (url, os.getpid())
+    client = _CLIENTS.get(key)
+    if client is None:
+        client = _CLIENTS[key] = mongo_client(url)
+    return client
+
+
+def database(settings: Settings) -> Database[Document]:
+    """The fleet database; the client is shared per URL within a process."""
+    return _cached_client(settings.mongo_url)[settings.mongo_db]
+
+
+def ping_mongo(settings: Settings) -> str:
+    """Check the store answers; return its server version or raise :class:`LedgerUnavailable`."""
+    client = _cached_client(settings.mongo_url)
+    try:
+        info = client.server_info()
+    except PyMongoError as exc:
+        where = mask_url(settings.mongo_url)
+        raise LedgerUnavailable(f"FLEET_MONGO_URL: cannot reach {where}: {_short(exc)}") from None
+    return str(info.get("version", "?"))
+
+
+def ensure_indexes(db: Database[Document]) -> None:
+    """Create every index fleet relies on (idempotent)."""
+    try:
+        for collection, indexes in INDEXES.items():
+            for name, keys, unique in indexes:
+                spec = [(field, ASCENDING if d == 1 else d) for field, d in keys]
+                db[collection].create_index(spec, name=name, unique=unique)
+    except PyMongoError as exc:
+        raise LedgerUnavailable(f"cannot create indexes: {_short(exc)}") from None
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A Redis client for ``url``; a malformed URL raises :class:`SettingsError`."""
+    try:
+        return redis.Redis.from_url(
+            url, socket_timeout=SERVER_TIMEOUT_MS / 1000, socket_connect_timeout=2
+        )
+    except ValueError as exc:
+        raise SettingsError("FLEET_BROKER_URL", f"malformed ({mask_url(url)}): {exc}") from None
+
+
+def ping_redis(settings: Settings) -> str:
+    """Check Redis answers; return its version or raise :class:`BrokerUnavailable`."""
+    client = redis_client(settings.broker_url)
+    try:
+        info = client.info("server")
+    except redis.RedisError as exc:
+        where = mask_url(settings.broker_url)
+        raise BrokerUnavailable(f"FLEET_BROKER_URL: cannot reach {where}: {_short(exc)}") from None
+    finally:
+        client.close()
+    return str(info.get("redis_version", "?"))
+
+
+def _short(exc: BaseException) -> str:
+    """First line of an exception, trimmed: pymongo's messages run to kilobytes."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+def close_clients() -> None:
+    """Close every cached MongoDB client (end of a process or a test session)."""
+    for (_, pid), client in _CLIENTS.items():
+        if pid == os.getpid():
+            client.close()
+    _CLIENTS.clear()
+
+
+atexit.register(close_clients)

@@ -1,0 +1,171 @@
+"""Shared fixtures: one real Redis and one real FerretDB per test session.
+
+The services start on free loopback ports, so a run never collides with services
+a developer left running. The ``FLEET_*`` variables are set when pytest
+configures, before any fleet module reads its settings. With CI=true a service
+that cannot start fails the run; elsewhere the tests that need it are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+from pymongo.database import Database
+
+from fleet import services as svc
+from fleet.store import Document
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_DB = "fleet_test"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@dataclass
+class Stack:
+    """The session's services and the environment a subprocess needs to use them."""
+
+    services: list[svc.Service]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+_STACK: Stack | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _STACK
+    home = Path(os.environ.get("FLEET_TEST_HOME", "")) or None
+    if home is None:
+        import tempfile
+
+        home = Path(tempfile.mkdtemp(prefix="fleet-test-"))
+    redis_port, mongo_port = svc.free_port(), svc.free_port()
+    services = [
+        svc.Service("redis", redis_port, home, ROOT / ".fleet" / "bin"),
+        svc.Service("ferretdb", mongo_port, home, ROOT / ".fleet" / "bin"),
+    ]
+    env = {
+        "FLEET_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "FLEET_MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}/",
+        "FLEET_MONGO_DB": TEST_DB,
+        "FLEET_HOME": str(home),
+        "FLEET_PROTOCOLS_DIR": str(ROOT / "protocols"),
+    }
+    for name in list(os.environ):
+        if name.startswith("FLEET_") and name not in env:
+            del os.environ[name]  # a developer's own FLEET_* must not leak into tests
+    os.environ.update(env)
+    _STACK = Stack(services, env)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """Start Redis and FerretDB once per session; stop them at the end."""
+    assert _STACK is not None
+    try:
+        svc.up(_STACK.services)
+    except svc.ServiceError as exc:
+        svc.down(_STACK.services)
+        message = f"local services did not start: {exc}"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    yield _STACK
+    from fleet.store import close_clients
+
+    close_clients()
+    svc.down(_STACK.services)
+
+
+@pytest.fixture
+def db(stack: Stack) -> Database[Document]:
+    """The test database, emptied (with fleet's indexes recreated) before each test."""
+    from fleet.settings import get_settings
+    from fleet.store import database, ensure_indexes
+
+    database_ = database(get_settings())
+    for name in database_.list_collection_names():
+        database_.drop_collection(name)
+    ensure_indexes(database_)
+    return database_
+
+
+@pytest.fixture
+def redis(stack: Stack) -> Iterator[redis_lib.Redis]:
+    """The broker's Redis, flushed before each test."""
+    client = redis_lib.Redis.from_url(stack.env["FLEET_BROKER_URL"])
+    client.flushdb()
+    yield client
+    client.close()
+
+
+# --- real Celery worker processes -------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """A ``celery -A fleet worker`` subprocess."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
+    """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)  # poll: condition with a deadline
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def start_worker(stack: Stack, redis: redis_lib.Redis, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Factory: start a real worker on some queues; every worker is stopped after the test."""
+    started: list[Worker] = []
+
+    def start(queues: str = "ops", concurrency: int = 1, name: str = "w1", **env: str) -> Worker:
+        log = tmp_path / f"{name}.log"
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "fleet", "worker", "-Q", queues,
+            "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
+            "-l", "INFO",
+        ]  # fmt: skip
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env={**os.environ, **stack.env, **env}, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        worker = Worker(name, proc, log)
+        started.append(worker)
+        wait_for(lambda: "ready." in worker.output() or proc.poll() is not None, 60, f"{name} ready")
+        if proc.poll() is not None:
+            raise AssertionError(f"worker {name} exited:\n{worker.output()[-3000:]}")
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
