@@ -201,7 +201,9 @@ def resolve_handler(spec: AgentSpec) -> Callable[..., Any]:
     try:
         handler = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
-        raise HandlerImportError(f"agent {spec.name!r}: cannot import handler {spec.handler!r}: {exc}") from None
+        raise HandlerImportError(
+            f"agent {spec.name!r}: cannot import handler {spec.handler!r}: {exc}"
+        ) from None
     if not callable(handler):
         raise HandlerImportError(f"agent {spec.name!r}: handler {spec.handler!r} is not callable")
     return handler  # type: ignore[no-any-return]

@@ -18,11 +18,14 @@ from fleet.settings import Settings, get_settings
 #: longest heartbeat (hard time limit) and the longest retry delay, or a task runs twice.
 VISIBILITY_TIMEOUT = 3 * 3600
 
+#: Celery's hard limit for any task (s); the longest agent time limit is 3600.
+TASK_TIME_LIMIT = 3660
+
 #: Queue of every task that is not a heartbeat (probes, maintenance).
 DEFAULT_QUEUE = "ops"
 
 #: Modules holding task definitions; workers import them at start.
-TASK_MODULES = ["tasks.probe"]
+TASK_MODULES = ["tasks.heartbeat", "tasks.probe"]
 
 
 def make_app(settings: Settings | None = None) -> Celery:
@@ -35,7 +38,10 @@ def make_app(settings: Settings | None = None) -> Celery:
 
 def _config(settings: Settings) -> dict[str, Any]:
     return {
-        # No result backend: outcomes live in the ledger and the heartbeats collection.
+        # Results (for `celery call` users) in Redis, kept a day; the record of truth is MongoDB.
+        "result_backend": settings.broker_url,
+        "result_expires": 86400,
+        "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
         "task_ignore_result": True,
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -58,7 +64,20 @@ def _config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
+        # Hard and soft limits above any agent's own (per-agent deadlines are enforced inside).
+        "task_time_limit": TASK_TIME_LIMIT,
+        "task_soft_time_limit": TASK_TIME_LIMIT - 30,
+        "beat_schedule": _beat_schedule(settings),
+        # Compressed-time demos need beat to wake more often than every 5 minutes.
+        "beat_max_loop_interval": min(300.0, settings.day_seconds / 24 / 60 * 5),
     }
+
+
+def _beat_schedule(settings: Settings) -> dict[str, Any]:
+    from beat_schedule import build_beat_schedule
+    from fleet.agents import get_registry
+
+    return build_beat_schedule(get_registry(), settings.day_seconds)
 
 
 def _queue_names() -> list[str]:

@@ -19,7 +19,9 @@ from fleet.errors import FleetError
 from fleet.settings import LOCAL_MONGO_PORT, LOCAL_REDIS_PORT, Settings, get_settings, mask_url
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-services_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Local Redis and FerretDB.")
+services_app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Local Redis and FerretDB."
+)
 app.add_typer(services_app, name="services")
 
 console = Console()
@@ -88,7 +90,9 @@ def services_status(as_json: bool = typer.Option(False, "--json", help="print JS
 
 
 def _print_urls(settings: Settings) -> None:
-    console.print(f"FLEET_MONGO_URL={mask_url(settings.mongo_url)}  FLEET_MONGO_DB={settings.mongo_db}")
+    console.print(
+        f"FLEET_MONGO_URL={mask_url(settings.mongo_url)}  FLEET_MONGO_DB={settings.mongo_db}"
+    )
     console.print(f"FLEET_BROKER_URL={mask_url(settings.broker_url)}")
 
 

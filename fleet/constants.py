@@ -38,8 +38,14 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
     HEARTBEATS: [("agent_started", [("agent", 1), ("started_at", 1)], False)],
     CLAIMS: [("bet_seq", [("bet_id", 1), ("seq", 1)], False)],
     FAILURES: [("bet_seq", [("bet_id", 1), ("seq", 1)], False)],
-    TASKS: [("assignee_status", [("assignee", 1), ("status", 1)], False)],
-    TASK_EVENTS: [("task_at", [("task_id", 1), ("at", 1)], False)],
+    TASKS: [
+        ("assignee_status", [("assignee", 1), ("status", 1)], False),
+        ("dedupe_generation", [("dedupe_key", 1), ("generation", 1)], False),
+    ],
+    TASK_EVENTS: [
+        ("task_at", [("task_id", 1), ("at", 1)], False),
+        ("task_seq", [("task_id", 1), ("seq", 1)], False),
+    ],
 }
 
 # --- Redis keys -------------------------------------------------------------------

@@ -118,6 +118,15 @@ class CorruptBet(LedgerError):
         self.problem = problem
 
 
+class InvalidBetData(LedgerError):
+    """Bet fields or evidence cannot be stored on every backend; nothing was written."""
+
+    def __init__(self, bet_id: str | None, problem: str) -> None:
+        super().__init__(f"bet {bet_id!r}: cannot store: {problem}")
+        self.bet_id = bet_id
+        self.problem = problem
+
+
 class TransitionRefused(LedgerError):
     """The enforcer refused a stage change; the refusal is recorded and nothing else changes."""
 
@@ -195,6 +204,23 @@ class UnknownTask(BoardError):
     def __init__(self, task_id: str) -> None:
         super().__init__(f"unknown board task {task_id!r}")
         self.task_id = task_id
+
+
+class TaskClosed(BoardError):
+    """The board task is already closed (done); a closed task never changes again."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"board task {task_id!r} is already closed")
+        self.task_id = task_id
+
+
+class CorruptTask(BoardError):
+    """A board task or task event document in the store does not parse."""
+
+    def __init__(self, task_id: str, problem: str) -> None:
+        super().__init__(f"board task {task_id!r} is corrupt: {problem}")
+        self.task_id = task_id
+        self.problem = problem
 
 
 #: Errors worth retrying, for tenacity and Celery's ``autoretry_for`` alike.

@@ -137,8 +137,8 @@ class Pipeline(BaseModel):
         reached = {self.initial_stage}
         frontier = [self.initial_stage]
         while frontier:
-            stage = frontier.pop()
-            for t in self.edges_from(stage):
+            name = frontier.pop()
+            for t in self.edges_from(name):
                 if t.dest not in reached:
                     reached.add(t.dest)
                     frontier.append(t.dest)

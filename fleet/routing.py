@@ -22,7 +22,9 @@ def queue_names() -> list[str]:
     return sorted({OPS_QUEUE, *get_registry().queues()})
 
 
-def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str]:
+def route_task(
+    name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any
+) -> dict[str, str]:
     """Celery router: heartbeats by agent, everything else to ``ops``."""
     if name != HEARTBEAT_TASK:
         return {"queue": OPS_QUEUE}

@@ -107,7 +107,9 @@ def _make_writable(root: Path) -> None:
         path.chmod(path.stat().st_mode | 0o200)
 
 
-def _run(cmd: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+def _run(
+    cmd: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> str:
     try:
         done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     except OSError as exc:

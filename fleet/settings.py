@@ -12,6 +12,7 @@
 | FLEET_HOME             | .fleet                           | local state: service data, logs, cached binaries |
 | FLEET_DAY_SECONDS      | 86400                            | length of one schedule "day"; 120 replays a day in 2 minutes |
 | FLEET_SIM_FAILURE_RATE | 0.0                              | share of simulated external calls that fail (demo) |
+| FLEET_SIM_LATENCY_S    | 0.05                             | latency of one simulated lookup (demo handlers) |
 | FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
 | FLEET_FLOWER_PASSWORD  | fleet                            | Flower basic-auth password; change it outside a laptop |
@@ -49,6 +50,7 @@ class Settings(BaseSettings):
     home: Path = Path(".fleet")
     day_seconds: float = Field(default=86400.0, gt=0)
     sim_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    sim_latency_s: float = Field(default=0.05, ge=0.0, le=60.0)
     flower_port: int = Field(default=5555, gt=0, lt=65536)
     flower_user: str = "fleet"
     flower_password: str = "fleet"

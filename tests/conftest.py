@@ -131,7 +131,9 @@ class Worker:
         return self.log.read_text(errors="replace")
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
+def wait_for(
+    condition: Callable[[], object], timeout: float = 30.0, what: str = "condition"
+) -> object:
     """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -143,7 +145,9 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str =
 
 
 @pytest.fixture
-def start_worker(stack: Stack, redis: redis_lib.Redis, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+def start_worker(
+    stack: Stack, redis: redis_lib.Redis, tmp_path: Path
+) -> Iterator[Callable[..., Worker]]:
     """Factory: start a real worker on some queues; every worker is stopped after the test."""
     started: list[Worker] = []
 
@@ -161,7 +165,9 @@ def start_worker(stack: Stack, redis: redis_lib.Redis, tmp_path: Path) -> Iterat
             )  # fmt: skip
         worker = Worker(name, proc, log)
         started.append(worker)
-        wait_for(lambda: "ready." in worker.output() or proc.poll() is not None, 60, f"{name} ready")
+        wait_for(
+            lambda: "ready." in worker.output() or proc.poll() is not None, 60, f"{name} ready"
+        )
         if proc.poll() is not None:
             raise AssertionError(f"worker {name} exited:\n{worker.output()[-3000:]}")
         return worker

@@ -1,0 +1,499 @@
+"""The task board: work for agents (and people), deduplicated, with an append-only history.
+
+The board owns task state ("one source of truth per resource"). A task is filed
+for a *dedupe key* (say ``drift:spec:lp_builder``); while a task with that key is
+not closed, filing the key again returns the open task instead of a second one.
+
+Why it is race-safe on FerretDB v1, where conditional updates are not atomic
+and the only atomic primitive is an insert into a unique index:
+
+- *Filing* inserts ``_id = "<dedupe_key>#<generation>"``, where ``generation``
+  is one more than the key's latest task, and is only tried once that task is
+  seen closed. Two filers of the same generation collide on ``_id``: one wins,
+  the other gets the winner's task back.
+- *Every change* to a task (status, close, comment) inserts an event with
+  ``_id = "<task_id>:<seq>"``, ``seq`` one more than the task's latest event: two
+  concurrent changes collide, the loser re-reads and retries. So the events of a
+  task form one chain, each link checked against the state before it, and
+  nothing can follow a close: **closing is final**.
+- Together: a new generation is filed only after the previous one is closed,
+  and closed tasks never reopen, so there is never more than one open task per
+  key. The task document is a projection of its events (a cache) for listing;
+  readers repair it from the events when a racing write left it behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from bson.errors import InvalidDocument
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pymongo import DESCENDING
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    PyMongoError,
+    WTimeoutError,
+)
+
+from fleet.constants import TASK_EVENTS, TASKS
+from fleet.errors import BoardError, CorruptTask, LedgerUnavailable, TaskClosed, UnknownTask
+
+Doc = dict[str, Any]
+
+logger = logging.getLogger("fleet.board")
+
+#: Store failures that mean "briefly unreachable": retrying may help (as in :mod:`fleet.ledger`).
+_UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+
+#: How many lost races a single change retries before giving up (each loss means someone won).
+RACE_ATTEMPTS = 32
+
+
+class TaskStatus(StrEnum):
+    """Where a task stands; ``done`` is final."""
+
+    OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    BLOCKED = "blocked"
+    DONE = "done"
+
+
+#: Statuses of a task that is not closed (dedupe holds while a task is in one of these).
+ACTIVE_STATUSES: tuple[TaskStatus, ...] = (
+    TaskStatus.OPEN,
+    TaskStatus.IN_PROGRESS,
+    TaskStatus.BLOCKED,
+)
+
+
+class Origin(StrEnum):
+    """Who or what filed a task; automatic origins close their tasks when resolved."""
+
+    DRIFT = "drift"
+    STRANDED = "stranded"
+    ESCALATION = "escalation"
+    MANUAL = "manual"
+
+
+class EventKind(StrEnum):
+    """What one history entry records."""
+
+    FILED = "filed"
+    STATUS = "status"
+    CLOSED = "closed"
+    AUTO_CLOSED = "auto_closed"
+    COMMENT = "comment"
+
+
+class Task(BaseModel):
+    """One board task, as of its latest event."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    task_id: str
+    dedupe_key: str = Field(min_length=1)
+    generation: int = Field(ge=0)
+    assignee: str = Field(min_length=1)
+    origin: Origin
+    status: TaskStatus
+    title: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+    filed_by: str
+    seq: int = Field(ge=0)
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None = None
+    closed_reason: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """True until the task is closed (open, in progress or blocked)."""
+        return self.status is not TaskStatus.DONE
+
+
+class TaskEvent(BaseModel):
+    """One entry of a task's append-only history; ``status`` is the status after it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    task_id: str
+    seq: int = Field(ge=0)
+    kind: EventKind
+    status: TaskStatus
+    from_status: TaskStatus | None = None
+    by: str
+    note: str = ""
+    at: datetime
+
+
+def _utcnow() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)  # the store keeps milliseconds
+
+
+def task_id_for(dedupe_key: str, generation: int) -> str:
+    """The ``_id`` of the ``generation``-th task filed for ``dedupe_key``."""
+    return f"{dedupe_key}#{generation}"
+
+
+def _event_id(task_id: str, seq: int) -> str:
+    return f"{task_id}:{seq}"
+
+
+class Board:
+    """The task board over the shared database; safe to use from many processes at once."""
+
+    def __init__(self, db: Database[Doc], *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self._tasks: Collection[Doc] = db[TASKS]
+        self._events: Collection[Doc] = db[TASK_EVENTS]
+        self._clock = clock
+
+    # --- filing -------------------------------------------------------------------
+
+    def file(
+        self,
+        *,
+        assignee: str,
+        origin: Origin | str,
+        dedupe_key: str,
+        title: str,
+        detail: Mapping[str, Any] | None = None,
+        by: str,
+    ) -> tuple[Task, bool]:
+        """File a task unless one with ``dedupe_key`` is open; return it and whether it is new."""
+        origin = _origin(origin)
+        _require(assignee=assignee, dedupe_key=dedupe_key, title=title, by=by)
+        payload = dict(detail or {})
+        _check_storable(payload, "detail")
+        for _ in range(RACE_ATTEMPTS):
+            latest = self._latest_of_key(dedupe_key)
+            if latest is not None and latest.is_open:
+                return latest, False
+            generation = 0 if latest is None else latest.generation + 1
+            task = self._new_task(assignee, origin, dedupe_key, generation, title, payload, by)
+            if self._insert(self._tasks, _task_doc(task)):
+                self._insert(self._events, _event_doc(_filed_event(task)))
+                return task, True
+            existing = self.get(task.task_id)  # lost the race for this generation
+            if existing.is_open:
+                return existing, False
+        raise BoardError(f"filing {dedupe_key!r}: lost {RACE_ATTEMPTS} races in a row, try again")
+
+    def _new_task(
+        self,
+        assignee: str,
+        origin: Origin,
+        dedupe_key: str,
+        generation: int,
+        title: str,
+        detail: dict[str, Any],
+        by: str,
+    ) -> Task:
+        now = self._clock()
+        return Task(
+            task_id=task_id_for(dedupe_key, generation),
+            dedupe_key=dedupe_key,
+            generation=generation,
+            assignee=assignee,
+            origin=origin,
+            status=TaskStatus.OPEN,
+            title=title,
+            detail=detail,
+            filed_by=by,
+            seq=0,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def _latest_of_key(self, dedupe_key: str) -> Task | None:
+        doc = self._find_one(self._tasks, {"dedupe_key": dedupe_key}, sort=("generation", DESCENDING))
+        return None if doc is None else self._current(doc)
+
+    # --- reading ------------------------------------------------------------------
+
+    def get(self, task_id: str) -> Task:
+        """The task as of its latest event, or :class:`UnknownTask`."""
+        doc = self._find_one(self._tasks, {"_id": task_id})
+        if doc is None:
+            raise UnknownTask(task_id)
+        return self._current(doc)
+
+    def open_for(self, assignee: str) -> list[Task]:
+        """Every task assigned to ``assignee`` that is not closed, oldest first."""
+        return self._open({"assignee": assignee})
+
+    def open_tasks(self, origin: Origin | str | None = None) -> list[Task]:
+        """Every task that is not closed (of one origin, if given), oldest first."""
+        return self._open({} if origin is None else {"origin": str(_origin(origin))})
+
+    def history(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's events in order: filed, status changes, comments, closed."""
+        self.get(task_id)
+        return [event.model_dump() for event in self._events_of(task_id)]
+
+    def _open(self, query: Doc) -> list[Task]:
+        """Tasks not closed, as of their latest events; corrupt ones are logged and skipped."""
+        query = {**query, "status": {"$in": [str(s) for s in ACTIVE_STATUSES]}}
+        docs = self._find(self._tasks, query)
+        events: dict[object, list[Doc]] = {}
+        for event in self._find(self._events, {"task_id": {"$in": [d["_id"] for d in docs]}}):
+            events.setdefault(event.get("task_id"), []).append(event)
+        tasks = [self._open_one(doc, events.get(doc["_id"], [])) for doc in docs]
+        return sorted(
+            (t for t in tasks if t is not None and t.is_open), key=lambda t: (t.created_at, t.task_id)
+        )
+
+    def _open_one(self, doc: Doc, events: list[Doc]) -> Task | None:
+        try:
+            return self._catch_up(_parse_task(doc), _latest(map(_parse_event, events)))
+        except CorruptTask as exc:
+            logger.warning("task board: skipping %s", exc)
+            return None
+
+    def _current(self, doc: Doc) -> Task:
+        """Parse a task document and bring it up to its latest event."""
+        task = _parse_task(doc)
+        return self._catch_up(task, _latest(self._events_of(task.task_id)))
+
+    def _catch_up(self, task: Task, latest: TaskEvent | None) -> Task:
+        """Apply ``latest`` if the cached document is behind it, and repair the cache."""
+        if latest is None or latest.seq <= task.seq:
+            return task
+        task = _apply(task, latest)
+        self._project(task)
+        return task
+
+    def _events_of(self, task_id: str) -> list[TaskEvent]:
+        docs = self._find(self._events, {"task_id": task_id})
+        return sorted((_parse_event(doc) for doc in docs), key=lambda e: e.seq)
+
+    # --- changing -----------------------------------------------------------------
+
+    def set_status(self, task_id: str, status: TaskStatus | str, *, by: str, note: str = "") -> Task:
+        """Move the task to ``status``; ``done`` closes it (``note`` is the reason)."""
+        target = _status(status)
+        if target is TaskStatus.DONE:
+            return self.close(task_id, by=by, reason=note or "done")
+        return self._change(task_id, EventKind.STATUS, target, by=by, note=note)
+
+    def close(self, task_id: str, *, by: str, reason: str) -> Task:
+        """Close the task for good; :class:`TaskClosed` if it already is."""
+        return self._change(task_id, EventKind.CLOSED, TaskStatus.DONE, by=by, note=reason)
+
+    def comment(self, task_id: str, *, by: str, note: str) -> Task:
+        """Add a comment to an open task's history."""
+        return self._change(task_id, EventKind.COMMENT, None, by=by, note=note)
+
+    def close_resolved(self, origin: Origin | str, still_present: set[str], *, by: str) -> list[Task]:
+        """Close every open task of ``origin`` whose dedupe key is not in ``still_present``.
+
+        Tasks close themselves when the condition that filed them is gone. Returns
+        the tasks this call closed (a task someone else closed meanwhile is skipped).
+        """
+        closed: list[Task] = []
+        for task in self.open_tasks(origin):
+            if task.dedupe_key in still_present:
+                continue
+            try:
+                closed.append(
+                    self._change(
+                        task.task_id,
+                        EventKind.AUTO_CLOSED,
+                        TaskStatus.DONE,
+                        by=by,
+                        note="resolved: the condition that filed it is gone",
+                    )
+                )
+            except TaskClosed:
+                continue
+        return closed
+
+    def _change(
+        self, task_id: str, kind: EventKind, status: TaskStatus | None, *, by: str, note: str
+    ) -> Task:
+        """Append one event after the task's latest; retry when another writer got there first."""
+        _require(by=by)
+        for _ in range(RACE_ATTEMPTS):
+            task = self.get(task_id)
+            if not task.is_open:
+                raise TaskClosed(task_id)
+            event = TaskEvent(
+                task_id=task_id,
+                seq=task.seq + 1,
+                kind=kind,
+                status=status or task.status,
+                from_status=task.status,
+                by=by,
+                note=note,
+                at=self._clock(),
+            )
+            if self._insert(self._events, _event_doc(event)):
+                updated = _apply(task, event)
+                self._project(updated)
+                return updated
+        raise BoardError(f"board task {task_id!r}: lost {RACE_ATTEMPTS} races in a row, try again")
+
+    def _project(self, task: Task) -> None:
+        """Write the task's state to its cached document unless a newer state is there."""
+        fields = _task_doc(task)
+        fields.pop("_id")
+        self._update(self._tasks, {"_id": task.task_id, "seq": {"$lt": task.seq}}, {"$set": fields})
+
+    # --- store access: "unreachable" is transient, anything else the store refuses is not ---
+
+    def _insert(self, collection: Collection[Doc], doc: Doc) -> bool:
+        """Insert ``doc``; False when its ``_id`` exists (the one atomic decision)."""
+        with _store():
+            try:
+                collection.insert_one(doc)
+            except DuplicateKeyError:
+                return False
+        return True
+
+    def _find_one(
+        self, collection: Collection[Doc], query: Doc, sort: tuple[str, int] | None = None
+    ) -> Doc | None:
+        with _store():
+            return collection.find_one(query, sort=[sort] if sort else None)
+
+    def _find(self, collection: Collection[Doc], query: Doc) -> list[Doc]:
+        with _store():
+            return list(collection.find(query))
+
+    def _update(self, collection: Collection[Doc], query: Doc, update: Doc) -> None:
+        with _store():
+            collection.update_one(query, update)
+
+
+@contextmanager
+def _store() -> Iterator[None]:
+    """Translate store failures: unreachable -> :class:`LedgerUnavailable`, else :class:`BoardError`."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise LedgerUnavailable(f"task board store unavailable: {_first_line(exc)}") from None
+    except (PyMongoError, InvalidDocument) as exc:
+        raise BoardError(f"task board: the store refused: {_first_line(exc)}") from None
+
+
+# --- documents ---------------------------------------------------------------------
+
+
+def _task_doc(task: Task) -> Doc:
+    return {"_id": task.task_id, **_plain(task.model_dump(exclude={"task_id"}))}
+
+
+def _event_doc(event: TaskEvent) -> Doc:
+    return {"_id": _event_id(event.task_id, event.seq), **_plain(event.model_dump())}
+
+
+def _plain(fields: Doc) -> Doc:
+    """Enum members as their plain string values, as the store keeps them."""
+    return {key: str(v) if isinstance(v, StrEnum) else v for key, v in fields.items()}
+
+
+def _filed_event(task: Task) -> TaskEvent:
+    return TaskEvent(
+        task_id=task.task_id,
+        seq=0,
+        kind=EventKind.FILED,
+        status=task.status,
+        by=task.filed_by,
+        note=task.title,
+        at=task.created_at,
+    )
+
+
+def _latest(events: Iterable[TaskEvent]) -> TaskEvent | None:
+    return max(events, key=lambda e: e.seq, default=None)
+
+
+def _apply(task: Task, event: TaskEvent) -> Task:
+    """The task's state after ``event``; events carry the full status, so the latest suffices."""
+    closed = event.status is TaskStatus.DONE
+    update = {"status": event.status, "seq": event.seq, "updated_at": event.at}
+    update |= {
+        "closed_at": event.at if closed else None,
+        "closed_reason": event.note if closed else None,
+    }
+    return task.model_copy(update=update)
+
+
+def _parse_task(doc: Doc) -> Task:
+    task_id = str(doc.get("_id"))
+    try:
+        return Task.model_validate({**doc, "task_id": task_id})
+    except ValidationError as exc:
+        raise CorruptTask(task_id, _first_problem(exc)) from None
+
+
+def _parse_event(doc: Doc) -> TaskEvent:
+    try:
+        return TaskEvent.model_validate(doc)
+    except ValidationError as exc:
+        task_id = str(doc.get("task_id", doc.get("_id")))
+        raise CorruptTask(task_id, f"event {doc.get('_id')!r}: {_first_problem(exc)}") from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "(top)"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {error['msg']}{more}"
+
+
+# --- argument checks ---------------------------------------------------------------
+
+
+def _origin(origin: Origin | str) -> Origin:
+    try:
+        return Origin(origin)
+    except ValueError:
+        known = ", ".join(o.value for o in Origin)
+        raise BoardError(f"unknown task origin {origin!r} (known: {known})") from None
+
+
+def _status(status: TaskStatus | str) -> TaskStatus:
+    try:
+        return TaskStatus(status)
+    except ValueError:
+        known = ", ".join(s.value for s in TaskStatus)
+        raise BoardError(f"unknown task status {status!r} (known: {known})") from None
+
+
+def _require(**values: str) -> None:
+    empty = [name for name, value in values.items() if not isinstance(value, str) or not value]
+    if empty:
+        raise BoardError(f"board task needs a non-empty {', '.join(empty)}")
+
+
+def _check_storable(value: Any, where: str) -> None:
+    """Reject what FerretDB cannot store: keys with ``.`` or a leading ``$``, nested arrays."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or "." in key or key.startswith("$"):
+                raise BoardError(f"{where}: key {key!r} cannot be stored (no '.', no leading '$')")
+            _check_storable(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        _check_items(value, where)
+
+
+def _check_items(items: Iterable[Any], where: str) -> None:
+    for index, item in enumerate(items):
+        if isinstance(item, list | tuple):
+            raise BoardError(f"{where}[{index}]: nested lists cannot be stored")
+        _check_storable(item, f"{where}[{index}]")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return text[:200]

@@ -1,0 +1,33 @@
+"""The ops agents' handlers: the CEO's audit and the watchdog's ledger repair.
+
+These are real handlers, not simulations. The CEO runs the drift audit (agent
+specs against the shared protocols) and stranded-bet detection every heartbeat
+and turns what it finds into board tasks; tasks whose condition is gone close
+themselves. The watchdog rolls lagging bet projections forward.
+"""
+
+from __future__ import annotations
+
+from fleet import audit
+from fleet.board import Origin
+from fleet.context import HeartbeatContext
+
+
+def ceo(ctx: HeartbeatContext) -> None:
+    """Audit drift and stranded bets; file a task per finding, close the resolved ones."""
+    drift = audit.drift_findings(ctx.registry, ctx.protocols, ctx.db, ctx.now)
+    stranded = audit.stranded_findings(ctx.registry, ctx.protocols, ctx.db, ctx.now)
+    ctx.count("drift", len(drift))
+    ctx.count("stranded", len(stranded))
+    for origin, findings in ((Origin.DRIFT, drift), (Origin.STRANDED, stranded)):
+        filed, closed = audit.file_findings(ctx.board, findings, origin=origin, by=ctx.agent)
+        ctx.count("filed", filed)
+        ctx.count("closed", closed)
+        ctx.log(str(origin), findings=len(findings), filed=filed, closed=closed)
+
+
+def watchdog(ctx: HeartbeatContext) -> None:
+    """Roll every missing, lagging or unreadable bet projection forward from its records."""
+    repaired = ctx.enforcer.repair_all()
+    ctx.count("repaired", repaired)
+    ctx.log("repair", repaired=repaired)

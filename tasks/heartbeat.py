@@ -1,0 +1,81 @@
+"""``fleet.heartbeat(agent, reason="scheduled"|"adhoc", debug=False)``: one task for every agent.
+
+Sent by beat, by ``fleet trigger`` and by ``celery -A fleet call fleet.heartbeat
+--args='["agent"]'``; the router puts it on the agent's queue either way.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from fleet import celery_app
+from fleet.constants import HEARTBEAT_REASONS, HEARTBEAT_TASK
+from fleet.errors import TRANSIENT_ERRORS, BadTaskArguments, ConfigError, UnknownAgent
+from fleet.heartbeat import get_runtime, run_heartbeat
+
+app = celery_app.get_app()
+
+
+def _signature(agent: str, reason: str = "scheduled", debug: bool = False) -> None:
+    """The heartbeat's public signature (arguments are checked against it by hand)."""
+
+
+SIGNATURE = inspect.signature(_signature)
+
+
+def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str, bool]:
+    """Check a heartbeat's arguments; anything off raises one :class:`BadTaskArguments`."""
+    try:
+        bound = SIGNATURE.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise BadTaskArguments(f"{HEARTBEAT_TASK}: {exc}") from None
+    bound.apply_defaults()
+    agent, reason, debug = (
+        bound.arguments["agent"],
+        bound.arguments["reason"],
+        bound.arguments["debug"],
+    )
+    if not isinstance(agent, str) or not agent:
+        raise BadTaskArguments(f"{HEARTBEAT_TASK}: agent must be a non-empty string, got {agent!r}")
+    if reason not in HEARTBEAT_REASONS:
+        raise BadTaskArguments(
+            f"{HEARTBEAT_TASK}: reason must be one of {HEARTBEAT_REASONS}, got {reason!r}"
+        )
+    if not isinstance(debug, bool):
+        raise BadTaskArguments(f"{HEARTBEAT_TASK}: debug must be true or false, got {debug!r}")
+    return agent, reason, debug
+
+
+@app.task(
+    name=HEARTBEAT_TASK,
+    bind=True,
+    # Arguments are checked by parse_arguments, so any call shape reaches the body.
+    typing=False,
+    # Store or broker unreachable: retry the whole heartbeat (it is idempotent).
+    autoretry_for=TRANSIENT_ERRORS,
+    # Exponential backoff, capped, with jitter so retries of many agents do not align.
+    retry_backoff=True,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    # Give up after this many retries; the next scheduled heartbeat tries again anyway.
+    max_retries=5,
+    # Bad input is the sender's error: reported as a failure, logged without a traceback.
+    throws=(BadTaskArguments, UnknownAgent, ConfigError),
+    # Heartbeat outcomes are also kept as task results for `celery call` users.
+    ignore_result=False,
+)
+def heartbeat(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run one heartbeat and return its compact record."""
+    agent, reason, debug = parse_arguments(args, kwargs)
+    runtime = get_runtime()
+    runtime.registry.require(agent)
+    try:
+        record = run_heartbeat(runtime, agent, reason, debug, heartbeat_id=self.request.id)
+    except SoftTimeLimitExceeded:
+        raise  # claims expire on their own; the next heartbeat takes the bets over
+    return {"agent": record.agent, "status": record.status, "actions": record.actions,
+            "duration_s": record.duration_s, "error": record.error}  # fmt: skip

@@ -1,0 +1,75 @@
+"""Sixteen OS processes race to move the same bet; exactly one may win each round."""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import time
+from collections import Counter
+
+import pytest
+
+from fleet.constants import REFUSALS, TRANSITIONS
+from fleet.enforcer import Enforcer
+from fleet.errors import StaleBet
+
+from . import _racer
+from .pipelines import small
+
+PROCESSES = 16
+ROUNDS = 200
+
+
+@pytest.mark.slow
+def test_sixteen_racing_processes_produce_exactly_one_winner_per_round(db, enforcer: Enforcer) -> None:
+    # Given one fresh bet per round, all at seq 0
+    bet_ids = [
+        enforcer.create_bet("maker", {"round": r}, bet_id=f"race-{r:03d}").bet_id for r in range(ROUNDS)
+    ]
+    # When 16 spawned processes, released together by a barrier each round, all try to move it
+    started = time.monotonic()
+    outcomes = run_racers(bet_ids)
+    elapsed = time.monotonic() - started
+    # Then each round has exactly one winner and every loser was refused as stale
+    for round_, bet_id in enumerate(bet_ids):
+        tally = Counter(outcome for outcome in outcomes[round_])
+        winners = [o for o in tally if o.startswith("won:")]
+        assert len(winners) == 1 and tally[winners[0]] == 1, (bet_id, tally)
+        assert tally[StaleBet.__name__] == PROCESSES - 1, (bet_id, tally)
+        # And the ledger holds the creation plus the winner's move, projected
+        (stage, seq) = winners[0].split(":")[1:]
+        assert db[TRANSITIONS].count_documents({"bet_id": bet_id}) == 2
+        assert (enforcer.get(bet_id).stage, enforcer.get(bet_id).seq) == (stage, int(seq))
+    # And every loss is on record, and the whole ledger verifies clean
+    assert db[REFUSALS].count_documents({"reason": StaleBet.reason}) == ROUNDS * (PROCESSES - 1)
+    assert enforcer.verify() == []
+    print(f"\n{ROUNDS} rounds x {PROCESSES} processes in {elapsed:.1f}s")
+
+
+def run_racers(bet_ids: list[str]) -> dict[int, list[str]]:
+    """Run the racers to the end; return round -> every racer's outcome."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(PROCESSES)
+    results = ctx.Queue()
+    racers = [
+        ctx.Process(target=_racer.race, args=(i, small(), bet_ids, barrier, results), daemon=True)
+        for i in range(PROCESSES)
+    ]
+    for racer in racers:
+        racer.start()
+    by_round: dict[int, list[str]] = {r: [] for r in range(len(bet_ids))}
+    try:
+        for _ in racers:
+            _index, outcomes = results.get(timeout=600)
+            for round_, outcome in outcomes:
+                assert round_ >= 0, outcome
+                by_round[round_].append(outcome)
+    except queue.Empty:
+        pytest.fail("a racer never reported")
+    finally:
+        for racer in racers:
+            racer.join(timeout=30)
+            if racer.is_alive():
+                racer.kill()
+        results.close()
+    return by_round

@@ -1,0 +1,52 @@
+"""Fixtures for runtime tests: the small test fleet, in-process and in real workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet.agents import Registry, load_registry
+from fleet.heartbeat import Runtime
+from fleet.ledger import Bet
+from fleet.settings import Settings, load_settings
+
+HERE = Path(__file__).parent
+FLEETDEF = "tests.runtime.fleetdef"
+
+#: Environment for worker subprocesses running the test fleet.
+TEST_FLEET_ENV = {
+    "FLEET_CATALOGUE": f"{FLEETDEF}:CATALOGUE",
+    "FLEET_PIPELINE": f"{FLEETDEF}:PIPELINE",
+    "FLEET_PROTOCOLS_DIR": str(HERE / "protocols"),
+}
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return load_registry(TEST_FLEET_ENV["FLEET_CATALOGUE"], TEST_FLEET_ENV["FLEET_PIPELINE"])
+
+
+@pytest.fixture
+def settings(stack: Any) -> Settings:
+    return load_settings().model_copy(update={"protocols_dir": HERE / "protocols"})
+
+
+@pytest.fixture
+def runtime(db: Any, redis: Any, settings: Settings, registry: Registry) -> Iterator[Runtime]:
+    """An in-process runtime over the clean test database and the test fleet."""
+    rt = Runtime.build(settings, registry)
+    yield rt
+    rt.pool.shutdown(wait=True)
+
+
+@pytest.fixture
+def make_bets(runtime: Runtime) -> Callable[..., list[Bet]]:
+    """Create ``n`` bets through the enforcer (as the test fleet's creator), with given fields."""
+
+    def make(n: int = 1, **fields: Any) -> list[Bet]:
+        return [runtime.enforcer.create_bet("maker", dict(fields)) for _ in range(n)]
+
+    return make

@@ -1,0 +1,104 @@
+"""A small fleet for runtime tests: its pipeline, catalogue and handlers.
+
+Handlers read their behaviour from the bet's own fields (``fail_calls``, ``crash``,
+``sleep_s``, ``verdict``), so each test states what should happen as data.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from fleet.context import BetContext, Decision, HeartbeatContext
+from fleet.errors import ExternalCallFailed
+
+PIPELINE: dict[str, Any] = {
+    "name": "test-pipeline",
+    "initial_stage": "new",
+    "creators": ["maker"],
+    "stages": [
+        {"name": "new", "sla_hours": 1},
+        {"name": "checked", "sla_hours": 1},
+        {"name": "done", "terminal": True},
+        {"name": "killed", "terminal": True},
+    ],
+    "transitions": [
+        {"from": "new", "to": "checked", "owner": "checker"},
+        {"from": "new", "to": "killed", "owner": "checker", "kind": "kill"},
+        {"from": "checked", "to": "done", "owner": "finisher"},
+    ],
+}
+
+
+def _spec(name: str, queue: str, handler: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name, "group": queue, "queue": queue, "schedule": {"hours": [1, 13]},
+        "protocol_version": "1.0", "handler": f"tests.runtime.fleetdef:{handler}", **extra,
+    }  # fmt: skip
+
+
+CATALOGUE: dict[str, Any] = {
+    "queues": ["alpha", "beta", "ops"],
+    "agents": [
+        _spec("maker", "beta", "make", creates=True),
+        _spec(
+            "checker",
+            "alpha",
+            "check",
+            polls=["new"],
+            owns=[["new", "checked"], ["new", "killed"]],
+            batch_size=50,
+            time_limit=8,
+        ),  # fmt: skip
+        _spec(
+            "finisher",
+            "beta",
+            "finish",
+            polls=["checked"],
+            owns=[["checked", "done"]],
+            batch_size=50,
+        ),
+    ],
+}
+
+#: Highest number of lookups seen running at once (parallel-within-a-heartbeat check).
+PEAK_LOOKUPS = {"now": 0, "peak": 0}
+_LOCK = threading.Lock()
+
+
+def lookup(source: str, bet: dict[str, Any]) -> str:
+    """A fake external lookup: slow when asked, failing when asked."""
+    with _LOCK:
+        PEAK_LOOKUPS["now"] += 1
+        PEAK_LOOKUPS["peak"] = max(PEAK_LOOKUPS["peak"], PEAK_LOOKUPS["now"])
+    try:
+        time.sleep(float(bet.get("lookup_s", 0)))
+        if bet.get("fail_calls"):
+            raise ExternalCallFailed(f"{source} is down")
+        return source
+    finally:
+        with _LOCK:
+            PEAK_LOOKUPS["now"] -= 1
+
+
+def make(ctx: HeartbeatContext) -> None:
+    ctx.create_bet({"idea": "made by a heartbeat"})
+
+
+def check(ctx: BetContext) -> Decision:
+    fields = ctx.bet.fields
+    if fields.get("crash"):
+        raise ValueError("handler bug on this bet")
+    time.sleep(float(fields.get("sleep_s", 0)))
+    sources = ctx.gather(
+        *(lambda s=s: ctx.call(lookup, s, fields) for s in ("a", "b", "c", "d", "e"))
+    )
+    if fields.get("verdict") == "wait":
+        return Decision.stay("not yet")
+    target = "killed" if fields.get("verdict") == "kill" else "checked"
+    return Decision.move(target, fields.get("verdict", "pass"), sources=sources)
+
+
+def finish(ctx: BetContext) -> Decision:
+    return Decision.move("done", "shipped")

@@ -1,0 +1,148 @@
+"""The heartbeat, run in-process against real FerretDB and Redis."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fleet.constants import CLAIMS, FAILURES, HEARTBEATS, TASKS, TRANSITIONS
+from fleet.heartbeat import run_heartbeat
+from fleet.locks import agent_lock
+
+from . import fleetdef
+
+
+def stages(runtime, bets) -> list[str]:
+    return [runtime.enforcer.get(b.bet_id).stage for b in bets]
+
+
+def test_heartbeat_advances_waiting_bets_and_records_itself(runtime, make_bets) -> None:
+    # Given three bets waiting at the checker's stage
+    bets = make_bets(3)
+    # When the checker's heartbeat runs
+    record = run_heartbeat(runtime, "checker", "adhoc", heartbeat_id="hb-1")
+    # Then every bet moved, the record says so, and the transitions carry the heartbeat and protocol
+    assert record.status == "ok", record.error
+    assert record.actions["claimed"] == 3 and record.actions["advanced"] == 3
+    assert stages(runtime, bets) == ["checked"] * 3
+    stored = runtime.db[HEARTBEATS].find_one({"_id": "hb-1"})
+    assert stored["reason"] == "adhoc" and stored["protocol_version"] == "1.0"
+    assert stored["protocol_hash"] == record.protocol_hash
+    moves = list(runtime.db[TRANSITIONS].find({"heartbeat_id": "hb-1"}))
+    assert len(moves) == 3 and {m["protocol_hash"] for m in moves} == {record.protocol_hash}
+    assert runtime.enforcer.verify() == []
+
+
+def test_kill_verdicts_take_the_kill_edge(runtime, make_bets) -> None:
+    bets = make_bets(2, verdict="kill")
+    record = run_heartbeat(runtime, "checker")
+    assert record.actions["killed"] == 2
+    assert stages(runtime, bets) == ["killed", "killed"]
+
+
+def test_lookups_inside_one_heartbeat_run_in_parallel(runtime, make_bets) -> None:
+    # Given a bet whose five lookups each take 200 ms
+    make_bets(1, lookup_s=0.2)
+    fleetdef.PEAK_LOOKUPS["peak"] = 0
+    # When the checker handles it
+    run_heartbeat(runtime, "checker")
+    # Then all five lookups were in flight at the same time
+    assert fleetdef.PEAK_LOOKUPS["peak"] == 5
+
+
+def test_failed_external_calls_are_retried_then_the_bet_is_left_and_counted(
+    runtime, make_bets
+) -> None:
+    # Given a bet whose external calls always fail
+    (bet,) = make_bets(1, fail_calls=True)
+    # When the checker's heartbeat runs (debug on, to see the attempts)
+    record = run_heartbeat(runtime, "checker", debug=True)
+    # Then each of the 5 calls had 3 attempts, the bet stayed put, one failure is counted,
+    # and the heartbeat itself did not fail
+    assert record.status == "ok"
+    assert record.actions["failed"] == 1 and record.actions["retries"] == 5 * 2
+    assert sum("retry" in step for step in record.trace) == 5 * 2
+    assert runtime.enforcer.get(bet.bet_id).stage == "new"
+    failure = runtime.db[FAILURES].find_one({"bet_id": bet.bet_id})
+    assert failure["seq"] == 0 and "after 3 attempts" in failure["error"]
+
+
+def test_one_bad_bet_never_aborts_the_others(runtime, make_bets) -> None:
+    good = make_bets(2)
+    (bad,) = make_bets(1, crash=True)
+    record = run_heartbeat(runtime, "checker")
+    assert record.status == "ok"
+    assert record.actions["advanced"] == 2 and record.actions["failed"] == 1
+    assert stages(runtime, good) == ["checked", "checked"]
+    assert runtime.enforcer.get(bad.bet_id).stage == "new"
+
+
+def test_a_bet_document_that_does_not_parse_is_skipped_and_flagged(runtime, make_bets) -> None:
+    good = make_bets(1)
+    runtime.db["bets"].insert_one({"_id": "broken", "stage": "new", "seq": "not a number"})
+    record = run_heartbeat(runtime, "checker")
+    assert record.status == "ok"
+    assert record.actions["corrupt"] == 1 and record.actions["advanced"] == 1
+    assert stages(runtime, good) == ["checked"]
+    assert {"bet_id": "broken", "outcome": "corrupt"}.items() <= record.bets[0].items()
+
+
+def test_a_second_heartbeat_of_the_same_agent_skips_and_says_so(runtime, make_bets) -> None:
+    bets = make_bets(1)
+    with agent_lock(runtime.redis, "checker", 30) as held:
+        assert held
+        record = run_heartbeat(runtime, "checker")
+    assert record.status == "skipped" and "another heartbeat" in record.error
+    assert stages(runtime, bets) == ["new"]
+    assert runtime.db[HEARTBEATS].find_one({"_id": record.heartbeat_id})["status"] == "skipped"
+
+
+def test_invalid_protocols_make_the_heartbeat_refuse_and_leave_bets_untouched(
+    runtime, make_bets, tmp_path: Path
+) -> None:
+    # Given a malformed protocols file
+    bets = make_bets(2)
+    (tmp_path / "fleet.yaml").write_text("version: [not, a, version\n")
+    runtime.settings = runtime.settings.model_copy(update={"protocols_dir": tmp_path})
+    before = runtime.db[TRANSITIONS].count_documents({})
+    # When a heartbeat runs
+    record = run_heartbeat(runtime, "checker")
+    # Then it refuses, says why, moves nothing, and files a task
+    assert record.status == "refused" and "protocols" in record.error
+    assert runtime.db[TRANSITIONS].count_documents({}) == before
+    assert stages(runtime, bets) == ["new", "new"]
+    assert runtime.db[TASKS].count_documents({"assignee": "checker"}) == 1
+
+
+def test_debug_mode_keeps_the_decision_trace(runtime, make_bets) -> None:
+    make_bets(1)
+    quiet = run_heartbeat(runtime, "checker")
+    make_bets(1)
+    loud = run_heartbeat(runtime, "checker", debug=True)
+    assert quiet.trace == []
+    assert any(step.startswith("advanced") for step in loud.trace)
+
+
+def test_a_live_claim_held_elsewhere_is_respected_and_an_expired_one_taken_over(
+    runtime, make_bets
+) -> None:
+    # Given one bet claimed by a live heartbeat elsewhere and one whose holder died
+    live, dead = make_bets(2)
+    now = datetime.now(UTC)
+    for bet, expires in ((live, now + timedelta(minutes=5)), (dead, now - timedelta(seconds=1))):
+        runtime.db[CLAIMS].insert_one({
+            "_id": f"{bet.bet_id}:0:0", "bet_id": bet.bet_id, "seq": 0, "n": 0, "agent": "checker",
+            "heartbeat_id": "elsewhere", "claimed_at": now, "expires_at": expires, "released_at": None,
+        })  # fmt: skip
+    # When the checker's heartbeat runs
+    record = run_heartbeat(runtime, "checker")
+    # Then it left the live claim alone and took over the expired one with a new lease
+    assert record.actions["claimed"] == 1
+    assert stages(runtime, [live, dead]) == ["new", "checked"]
+    assert runtime.db[CLAIMS].find_one({"_id": f"{dead.bet_id}:0:1"})["released_at"] is not None
+
+
+def test_sweep_agents_run_their_handler_once(runtime) -> None:
+    record = run_heartbeat(runtime, "maker")
+    assert record.status == "ok" and record.actions["created"] == 1
+    assert runtime.db["bets"].count_documents({"stage": "new"}) == 1
