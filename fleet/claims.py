@@ -13,12 +13,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from fleet.constants import CLAIMS, FAILURES
 from fleet.errors import LedgerUnavailable
+
+#: Claims probed per bet and seq; past this many takeovers the bet is stuck and the audit reports it.
+MAX_TAKEOVERS = 50
+
+
+def claim_key(bet_id: str, seq: int, n: int) -> str:
+    """The ``_id`` of the ``n``-th claim on a bet at ``seq``."""
+    return f"{bet_id}:{seq}:{n}"
 
 
 def _now() -> datetime:
@@ -42,13 +49,11 @@ class Claims:
     def try_claim(self, bet_id: str, seq: int) -> bool:
         """Take the lease on ``bet_id`` at ``seq`` unless someone holds a live one."""
         try:
-            latest = self.db[CLAIMS].find_one(
-                {"bet_id": bet_id, "seq": seq}, sort=[("n", DESCENDING)]
-            )
+            latest = self._latest(bet_id, seq)
             if latest and latest.get("released_at") is None and _expires(latest) > _now():
                 return False
             n = int(latest["n"]) + 1 if latest else 0
-            claim_id = f"{bet_id}:{seq}:{n}"
+            claim_id = claim_key(bet_id, seq, n)
             now = _now()
             self.db[CLAIMS].insert_one({
                 "_id": claim_id, "bet_id": bet_id, "seq": seq, "n": n, "agent": self.agent,
@@ -61,6 +66,20 @@ class Claims:
             raise _unavailable(exc) from None
         self.held[bet_id] = claim_id
         return True
+
+    def _latest(self, bet_id: str, seq: int) -> dict[str, Any] | None:
+        """The newest claim on the bet at ``seq``, probing ``_id``s upwards.
+
+        Lookups by string ``_id`` are the only ones FerretDB's SQLite backend
+        pushes down; a filter on other fields would scan the whole collection.
+        """
+        latest = None
+        for n in range(MAX_TAKEOVERS):
+            doc = self.db[CLAIMS].find_one({"_id": claim_key(bet_id, seq, n)})
+            if doc is None:
+                return latest
+            latest = doc
+        return latest
 
     def renew(self) -> None:
         """Push every held lease's expiry forward (only the holder writes its own claim)."""

@@ -1,4 +1,11 @@
-"""``fleet demo``: start the local stack, run real workers, show what happens, stop it all."""
+"""``fleet demo``: the whole fleet live in the terminal, in compressed time, then a summary.
+
+It starts what it needs (the local Redis and FerretDB unless ``FLEET_*_URL``
+point elsewhere, Celery beat, two workers covering every queue, Flower), seeds
+bets, shows the pipeline moving, and stops everything it started, on its own
+after ``--minutes`` or on Ctrl-C. It uses its own database (``<db>_demo``) and
+drops it first, so a demo never touches real ledger data.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +13,54 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from rich.console import Console
+from pymongo.database import Database
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
 from rich.table import Table
 
 from fleet import services as svc
-from fleet.constants import PROBE_TASK, PROBES
-from fleet.settings import LOCAL_MONGO_PORT, LOCAL_REDIS_PORT, Settings, get_settings
-from fleet.store import database, ensure_indexes, ping_mongo, ping_redis
+from fleet.agents import Registry, get_registry
+from fleet.constants import HEARTBEATS, REFUSALS, TRANSITIONS
+from fleet.enforcer import Enforcer
+from fleet.errors import TransitionRefused
+from fleet.schedule import load_report, peak_running
+from fleet.settings import LOCAL_MONGO_PORT, LOCAL_REDIS_PORT, Settings, get_settings, mask_url
+from fleet.store import Document, database, ensure_indexes, ping_mongo, ping_redis
 
 console = Console()
+
+#: Which queues each demo worker serves: two workers cover the whole fleet on a laptop.
+DEMO_WORKERS = {
+    "pipeline": ("sourcing,validation,build,ads", 3),
+    "support": ("outreach,content,infra,ops", 2),
+}
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """How long the demo runs and how it is set up."""
+
+    minutes: float = 3.0
+    day_seconds: float = 120.0
+    bets: int = 12
+    failure_rate: float = 0.1
+    refresh_s: float = 1.0
 
 
 @contextmanager
 def local_stack(settings: Settings) -> Iterator[None]:
-    """Start the local services this settings object asks for; stop what was started."""
+    """Start the local services these settings ask for; stop only what this call started."""
     wanted = {"redis": settings.local_redis, "ferretdb": settings.local_mongo}
     every = svc.local_services(settings.home, LOCAL_REDIS_PORT, LOCAL_MONGO_PORT)
     mine = [s for s in every if wanted[s.name] and svc.running_pid(s) is None]
@@ -37,13 +72,13 @@ def local_stack(settings: Settings) -> Iterator[None]:
 
 
 @contextmanager
-def celery_process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``celery -A fleet <args>`` in its own process group; stop it on exit."""
+def celery_process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``celery -A fleet <args>`` in its own process group; stop it (TERM, then KILL) on exit."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "fleet", *args],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **env},
         )  # fmt: skip
     try:
         yield proc
@@ -51,39 +86,194 @@ def celery_process(args: list[str], log: Path) -> Iterator[subprocess.Popen[byte
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
 
 
-def run_smoke(settings: Settings, probes: int = 5, timeout: float = 60.0) -> int:
-    """Send probes through Redis to a real worker and read them back from the store."""
-    from fleet.celery_app import get_app
+def demo_env(settings: Settings, options: DemoOptions) -> dict[str, str]:
+    """Environment for the demo's Celery processes (same stores, compressed day)."""
+    return {
+        "FLEET_MONGO_URL": settings.mongo_url,
+        "FLEET_BROKER_URL": settings.broker_url,
+        "FLEET_MONGO_DB": settings.mongo_db,
+        "FLEET_DAY_SECONDS": str(options.day_seconds),
+        "FLEET_SIM_FAILURE_RATE": str(options.failure_rate),
+        "FLEET_PROTOCOLS_DIR": str(settings.protocols_dir.resolve()),
+    }
 
-    with local_stack(settings):
-        console.print(f"redis {ping_redis(settings)}, MongoDB-wire store {ping_mongo(settings)}")
+
+def reset_database(db: Database[Document]) -> None:
+    for name in db.list_collection_names():
+        db.drop_collection(name)
+    ensure_indexes(db)
+
+
+def seed(enforcer: Enforcer, registry: Registry, n: int) -> None:
+    """Create ``n`` bets through the sourcing agents, round robin."""
+    creators = registry.pipeline.creators
+    for i in range(n):
+        creator = creators[i % len(creators)]
+        enforcer.create_bet(creator, {"idea": f"demo idea {i + 1}", "source": creator})
+
+
+def show_a_refusal(enforcer: Enforcer, registry: Registry) -> str:
+    """Try a move the handoff map forbids, as a rogue agent would; the enforcer refuses it."""
+    pipeline = registry.pipeline
+    bet = next(b for b in enforcer.bets_at([pipeline.initial_stage], 1) if not isinstance(b, Exception))
+    rogue = pipeline.creators[0]
+    target = next(s.name for s in pipeline.stages if s.terminal)
+    try:
+        enforcer.advance(bet.bet_id, target, rogue, bet.seq, verdict="skip the gates")
+    except TransitionRefused as exc:
+        return str(exc)
+    raise AssertionError("the enforcer accepted a move it must refuse")
+
+
+# --- what the terminal shows -----------------------------------------------------
+
+
+def stage_counts(db: Database[Document], registry: Registry) -> dict[str, int]:
+    counts = Counter(str(doc.get("stage")) for doc in db["bets"].find({}, {"stage": 1}))
+    return {stage.name: counts.get(stage.name, 0) for stage in registry.pipeline.stages}
+
+
+def recent_heartbeats(db: Database[Document], limit: int) -> list[Document]:
+    return list(db[HEARTBEATS].find().sort("finished_at", -1).limit(limit))
+
+
+def observed_peak(db: Database[Document]) -> int:
+    """The most heartbeats that were running at the same moment, from their records."""
+    events: list[tuple[datetime, int]] = []
+    for doc in db[HEARTBEATS].find({"status": {"$ne": "skipped"}}, {"started_at": 1, "finished_at": 1}):
+        if isinstance(doc.get("started_at"), datetime) and isinstance(doc.get("finished_at"), datetime):
+            events += [(doc["started_at"], 1), (doc["finished_at"], -1)]
+    running = peak = 0
+    for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def totals(db: Database[Document]) -> dict[str, int]:
+    retries = sum(
+        int(d.get("actions", {}).get("retries", 0)) for d in db[HEARTBEATS].find({}, {"actions": 1})
+    )
+    return {
+        "transitions": db[TRANSITIONS].count_documents({"seq": {"$gt": 0}}),
+        "created": db[TRANSITIONS].count_documents({"seq": 0}),
+        "refused": db[REFUSALS].count_documents({}),
+        "heartbeats": db[HEARTBEATS].count_documents({}),
+        "retries": retries,
+    }
+
+
+def render(db: Database[Document], registry: Registry, started: float, options: DemoOptions) -> Group:
+    stages = Table("stage", "bets", title="Bets per stage", min_width=30)
+    for stage, n in stage_counts(db, registry).items():
+        stages.add_row(stage, str(n))
+    beats = Table("time", "agent", "status", "actions", title="Latest heartbeats", min_width=70)
+    for doc in recent_heartbeats(db, 12):
+        actions = " ".join(f"{k}={v}" for k, v in sorted(doc.get("actions", {}).items()) if v) or "idle"
+        stamp = (
+            doc["finished_at"].strftime("%H:%M:%S") if isinstance(doc.get("finished_at"), datetime) else "-"
+        )
+        beats.add_row(stamp, str(doc.get("agent")), str(doc.get("status")), actions)
+    elapsed = time.monotonic() - started
+    fleet_hour = (elapsed / options.day_seconds * 24 + datetime.now(UTC).hour) % 24
+    t = totals(db)
+    head = (f"elapsed {elapsed:5.0f}s of {options.minutes * 60:.0f}s | one day = {options.day_seconds:g}s "
+            f"| fleet time ~{fleet_hour:04.1f}h | transitions {t['transitions']} | refused {t['refused']} "
+            f"| retries {t['retries']} | heartbeats {t['heartbeats']} | peak running {observed_peak(db)}")  # fmt: skip
+    return Group(Panel(head), stages, beats)
+
+
+def summary(db: Database[Document], registry: Registry, settings: Settings, refusal: str) -> Group:
+    per_agent = Counter(str(d.get("agent")) for d in db[HEARTBEATS].find({}, {"agent": 1}))
+    agents = Table("agent", "heartbeats", title="Heartbeats per agent")
+    for agent, n in sorted(per_agent.items()):
+        agents.add_row(agent, str(n))
+    stages = Table("stage", "bets", title="Bets per stage")
+    for stage, n in stage_counts(db, registry).items():
+        stages.add_row(stage, str(n))
+    t = totals(db)
+    computed = load_report(registry)
+    lines = [
+        f"transitions {t['transitions']} (bets created {t['created']}), refused transitions {t['refused']}, "
+        f"external-call retries {t['retries']}, heartbeats {t['heartbeats']}",
+        f"peak concurrent heartbeats: observed {observed_peak(db)}; computed for the schedule "
+        f"{peak_running(computed)} (naive fixed intervals: {peak_running(load_report(registry, naive=True))})",
+        f"computed peak per hour: {' '.join(f'{h.hour:02d}h={h.peak_running}' for h in computed)}",
+        f"the enforcer refused a rogue move: {refusal}",
+        *_audit_lines(db, registry, settings),
+        f"Flower was at http://127.0.0.1:{settings.flower_port} (user {settings.flower_user})",
+    ]
+    return Group(stages, agents, Panel("\n".join(lines), title="Summary"))
+
+
+def _audit_lines(db: Database[Document], registry: Registry, settings: Settings) -> list[str]:
+    from fleet.audit import drift_findings, stranded_findings
+    from fleet.protocols import load_protocols
+
+    loaded = load_protocols(settings.protocols_dir)
+    now = datetime.now(UTC)
+    drift = drift_findings(registry, loaded, db, now)
+    stranded = stranded_findings(registry, loaded, db, now)
+    open_tasks = db["tasks"].count_documents({"status": "open"})
+    return [f"drift findings {len(drift)}, stranded bets {len(stranded)}, open board tasks {open_tasks}"]
+
+
+# --- orchestration ----------------------------------------------------------------
+
+
+def run_demo(options: DemoOptions) -> int:
+    """Run the demo; returns the process exit code."""
+    base = get_settings()
+    settings = base.model_copy(update={"mongo_db": f"{base.mongo_db}_demo"})
+    registry = get_registry()
+    logs = Path(tempfile.mkdtemp(prefix="fleet-demo-"))
+    with ExitStack() as stack:
+        stack.enter_context(local_stack(settings))
+        console.print(f"redis {ping_redis(settings)} at {mask_url(settings.broker_url)}, "
+                      f"MongoDB-wire store {ping_mongo(settings)} at {mask_url(settings.mongo_url)}")  # fmt: skip
         db = database(settings)
-        ensure_indexes(db)
-        log = settings.home / "logs" / "demo-worker.log"
-        with celery_process(["worker", "-Q", "ops", "-c", "2", "-l", "INFO"], log):
-            tokens = [uuid.uuid4().hex for _ in range(probes)]
-            sent = time.monotonic()
-            for token in tokens:
-                get_app().send_task(PROBE_TASK, args=[token])
-            deadline = sent + timeout
+        reset_database(db)
+        enforcer = Enforcer(db, registry.pipeline)
+        seed(enforcer, registry, options.bets)
+        refusal = show_a_refusal(enforcer, registry)
+        _start_processes(stack, settings, options, logs)
+        _watch(db, registry, options)
+        console.print(summary(db, registry, settings, refusal))
+        console.print(f"logs: {logs}")
+    return 0
+
+
+def _start_processes(stack: ExitStack, settings: Settings, options: DemoOptions, logs: Path) -> None:
+    env = demo_env(settings, options)
+    for name, (queues, concurrency) in DEMO_WORKERS.items():
+        args = ["worker", "-Q", queues, "-c", str(concurrency), "-n", f"{name}@%h", "-l", "INFO"]
+        stack.enter_context(celery_process(args, logs / f"{name}.log", env))
+    beat = ["beat", "-s", str(logs / "celerybeat-schedule"), "-l", "INFO"]
+    stack.enter_context(celery_process(beat, logs / "beat.log", env))
+    flower = ["flower", "--address=127.0.0.1", f"--port={settings.flower_port}",
+              f"--basic-auth={settings.flower_user}:{settings.flower_password}"]  # fmt: skip
+    stack.enter_context(celery_process(flower, logs / "flower.log", env))
+    console.print(f"started beat, {len(DEMO_WORKERS)} workers and Flower (http://127.0.0.1:"
+                  f"{settings.flower_port}); logs in {logs}")  # fmt: skip
+
+
+def _watch(db: Database[Document], registry: Registry, options: DemoOptions) -> None:
+    started = time.monotonic()
+    deadline = started + options.minutes * 60
+    try:
+        with Live(render(db, registry, started, options), console=console, refresh_per_second=2) as live:
             while time.monotonic() < deadline:
-                docs = list(db[PROBES].find({"_id": {"$in": tokens}}))
-                if len(docs) == len(tokens):
-                    break
-                time.sleep(0.1)  # poll: wait for the worker's writes with a deadline
-        table = Table("probe", "worker host", "written at")
-        for doc in docs:
-            table.add_row(str(doc["_id"])[:12], str(doc["host"]), str(doc["at"]))
-        console.print(table)
-        console.print(f"{len(docs)}/{len(tokens)} probes went broker -> worker -> store "
-                      f"in {time.monotonic() - sent:.2f}s (worker log: {log})")  # fmt: skip
-        return 0 if len(docs) == len(tokens) else 1
+                time.sleep(options.refresh_s)  # the refresh period of the live view
+                live.update(render(db, registry, started, options))
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping everything the demo started")
 
 
-def main() -> int:
-    return run_smoke(get_settings())
+def main(**overrides: Any) -> int:
+    return run_demo(DemoOptions(**overrides))

@@ -143,7 +143,7 @@ class Enforcer:
         )  # fmt: skip
         if not self._commit_record(record):
             attempt = _Attempt.of(record)
-            raise self._refused(attempt, self._stale(attempt, bet_id, "lost the race"))
+            raise self._refused(attempt, self._stale(attempt, bet_id, "lost the race", record.seq))
         return self._project(record)
 
     # --- reads --------------------------------------------------------------------
@@ -153,10 +153,13 @@ class Enforcer:
         bet = self._projection_or_none(bet_id)
         if bet is not None and not ledger.record_exists(self.db, bet_id, bet.seq + 1):
             return bet
-        return self._roll_forward(bet_id)[0]
+        return self._roll_forward(bet_id, bet.seq + 1 if bet else 0)[0]
 
     def history(self, bet_id: str) -> list[TransitionRecord]:
-        """Every transition of the bet, by seq; UnknownBet if it has none."""
+        """Every transition of the bet, by seq; UnknownBet if it has none.
+
+        Stops at the first missing seq (only a damaged ledger has one; verify reports it).
+        """
         records = ledger.read_history(self.db, bet_id)
         if not records:
             raise UnknownBet(bet_id)
@@ -221,7 +224,7 @@ class Enforcer:
         ledger.write_projection(self.db, bet)
         if ledger.record_exists(self.db, bet.bet_id, bet.seq + 1):
             # A newer writer may have projected before our (older) write landed: fix it now.
-            self._roll_forward(bet.bet_id)
+            self._roll_forward(bet.bet_id, bet.seq + 1)
         return bet
 
     # --- advance, step by step ------------------------------------------------------
@@ -263,7 +266,8 @@ class Enforcer:
             return edge
         if ledger.record_exists(self.db, bet_id, (attempt.expected_seq or 0) + 1):
             # The bet moved on: "re-read it" helps the caller more than a verdict on an old stage.
-            raise self._refused(attempt, self._stale(attempt, bet_id, "the bet moved on"))
+            moved = self._stale(attempt, bet_id, "the bet moved on", (attempt.expected_seq or 0) + 1)
+            raise self._refused(attempt, moved)
         if edge is None:
             why = self._why_illegal(from_stage, to_stage)
             raise self._refused(attempt, IllegalTransition(bet_id, agent, from_stage, to_stage, why))
@@ -309,9 +313,12 @@ class Enforcer:
 
     # --- refusals -----------------------------------------------------------------
 
-    def _stale(self, attempt: _Attempt, bet_id: str, why: str) -> StaleBet:
-        """A StaleBet naming where the bet really is; repairs its projection on the way."""
-        bet = self._roll_forward(bet_id)[0]  # the caller may have read a lagging projection
+    def _stale(self, attempt: _Attempt, bet_id: str, why: str, start: int | None = None) -> StaleBet:
+        """A StaleBet naming where the bet really is; repairs its projection on the way.
+
+        ``start``: a seq known to exist, to find the bet's end from (default: the projection's).
+        """
+        bet = self._roll_forward(bet_id, start)[0]  # the caller may have read a lagging projection
         detail = f"{why}: bet is at seq {bet.seq} ({bet.stage}), caller expected seq {attempt.expected_seq}"
         return StaleBet(bet_id, attempt.agent, bet.stage, attempt.to_stage, detail)
 
@@ -341,25 +348,32 @@ class Enforcer:
 
     # --- projection repair ----------------------------------------------------------
 
-    def _roll_forward(self, bet_id: str) -> tuple[Bet, bool]:
+    def _roll_forward(self, bet_id: str, start: int | None = None) -> tuple[Bet, bool]:
         """Make the projection match the bet's last record; return the bet and whether it wrote.
 
+        ``start`` is a seq known to exist (default: the projection's), to walk forward from.
         After each write it checks for a newer record: if one landed meanwhile, its writer
-        may have projected before us, so we go again (bounded: that writer re-checks too).
+        may have projected before our write, so we go again (bounded: that writer re-checks).
         """
+        current = self._projection_or_none(bet_id)
+        if start is None:
+            start = current.seq if current else 0
         wrote = False
-        bet = self._bet_from_records(bet_id)
         for _ in range(MAX_ROLL_FORWARD):
-            if self._projection_or_none(bet_id) != bet:
-                ledger.write_projection(self.db, bet)
-                wrote = True
+            bet = self._bet_from_records(bet_id, start)
+            if current == bet:
+                break  # a record landing after our read is its own writer's to project
+            ledger.write_projection(self.db, bet)
+            wrote = True
             if not ledger.record_exists(self.db, bet_id, bet.seq + 1):
                 break
-            bet = self._bet_from_records(bet_id)
+            start, current = bet.seq + 1, self._projection_or_none(bet_id)
         return bet, wrote
 
-    def _bet_from_records(self, bet_id: str) -> Bet:
-        last = ledger.latest_record(self.db, bet_id)
+    def _bet_from_records(self, bet_id: str, start: int) -> Bet:
+        last = ledger.latest_from(self.db, bet_id, start)
+        if last is None and start > 0:
+            last = ledger.latest_record(self.db, bet_id)  # ``start`` was past the end: search
         if last is None:
             raise UnknownBet(bet_id)
         first = last if last.seq == 0 else self._first_record(bet_id)

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,6 +51,8 @@ from fleet.store import database, redis_client
 
 #: Threads per process for ``ctx.gather`` (independent lookups inside one heartbeat).
 LOOKUP_THREADS = 8
+#: Bets of one heartbeat handled at once: they are independent, and most of a bet's time is I/O.
+BET_THREADS = 4
 #: Share of the agent's time limit after which no new bet is started.
 SOFT_DEADLINE_SHARE = 0.8
 #: A polling heartbeat reads this many candidates per claimable slot (some are claimed by others).
@@ -71,6 +73,7 @@ class Runtime:
     enforcer: Enforcer
     board: Board
     pool: ThreadPoolExecutor
+    bet_pool: ThreadPoolExecutor
 
     @classmethod
     def build(cls, settings: Settings | None = None, registry: Registry | None = None) -> Runtime:
@@ -81,6 +84,7 @@ class Runtime:
             settings=settings, registry=registry, db=db, redis=redis_client(settings.broker_url),
             enforcer=Enforcer(db, registry.pipeline), board=Board(db),
             pool=ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="fleet-lookup"),
+            bet_pool=ThreadPoolExecutor(BET_THREADS, thread_name_prefix="fleet-bet"),
         )  # fmt: skip
 
 
@@ -201,15 +205,25 @@ def _run_per_bet(
     candidates = runtime.enforcer.bets_at(list(spec.polls), spec.batch_size * CANDIDATE_FACTOR)
     with _renewing(claims, ttl):
         try:
-            for bet in _claim_batch(ctx, claims, candidates, record):
-                if time.monotonic() > deadline:
-                    ctx.log("deadline", remaining="left for the next heartbeat")
-                    break
-                outcome = _process_bet(runtime, ctx, handler, bet)
+            batch = list(_claim_batch(ctx, claims, candidates, record))
+            futures = [runtime.bet_pool.submit(_process_in_time, runtime, ctx, handler, bet, deadline)
+                       for bet in batch]  # fmt: skip
+            wait(futures)  # every bet finishes (or fails) before the claims are released
+            for future in futures:
+                outcome = future.result()  # re-raises an infrastructure error: Celery retries
                 record.bets.append(outcome)
                 ctx.count(outcome["outcome"])
         finally:
             claims.release_all()
+
+
+def _process_in_time(
+    runtime: Runtime, ctx: HeartbeatContext, handler: Callable[..., Any], bet: Bet, deadline: float
+) -> dict[str, Any]:
+    if time.monotonic() > deadline:
+        ctx.log("deadline", bet=bet.bet_id)
+        return {"bet_id": bet.bet_id, "seq": bet.seq, "outcome": "skipped", "error": "time limit near"}
+    return _process_bet(runtime, ctx, handler, bet)
 
 
 def _claim_batch(
@@ -304,9 +318,7 @@ def _finish(runtime: Runtime, record: HeartbeatRecord) -> None:
     record.finished_at = datetime.now(UTC)
     logs.emit(record.line(), record.trace)
     try:
-        runtime.db[HEARTBEATS].replace_one(
-            {"_id": record.heartbeat_id}, record.to_doc(), upsert=True
-        )
+        runtime.db[HEARTBEATS].replace_one({"_id": record.heartbeat_id}, record.to_doc(), upsert=True)
     except PyMongoError as exc:
         raise LedgerUnavailable(f"heartbeat record: {str(exc).splitlines()[0][:200]}") from None
 

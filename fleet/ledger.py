@@ -263,18 +263,35 @@ def record_exists(db: Database[Document], bet_id: str, seq: int) -> bool:
     return db[TRANSITIONS].find_one({"_id": record_id(bet_id, seq)}, {"_id": 1}) is not None
 
 
+# FerretDB v1 on SQLite answers only ``_id`` equality from an index: any other filter scans
+# the whole collection. So the hot paths below walk a bet's records by ``_id`` point reads
+# (records are contiguous: seq n+1 is committed only after seq n was read).
+
+
+def latest_from(db: Database[Document], bet_id: str, seq: int) -> TransitionRecord | None:
+    """The bet's last record, walking forward from ``seq`` by point reads; None if no ``seq``."""
+    record = read_record(db, bet_id, seq)
+    while record is not None:
+        following = read_record(db, bet_id, record.seq + 1)
+        if following is None:
+            break
+        record = following
+    return record
+
+
 @translated
 def latest_record(db: Database[Document], bet_id: str) -> TransitionRecord | None:
-    """The bet's record with the highest seq, or None if it has none."""
+    """The bet's record with the highest seq, by a query (a scan on FerretDB: repair paths only)."""
     doc = db[TRANSITIONS].find_one({"bet_id": bet_id}, sort=[("seq", DESCENDING)])
     return None if doc is None else parse_record(doc)
 
 
-@translated
 def read_history(db: Database[Document], bet_id: str) -> list[TransitionRecord]:
-    """Every record of the bet, by seq."""
-    docs = db[TRANSITIONS].find({"bet_id": bet_id}).sort("seq", ASCENDING)
-    return [parse_record(doc) for doc in docs]
+    """The bet's records from seq 0 up to the first missing one, by point reads."""
+    records: list[TransitionRecord] = []
+    while (record := read_record(db, bet_id, len(records))) is not None:
+        records.append(record)
+    return records
 
 
 @translated

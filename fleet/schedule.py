@@ -25,20 +25,26 @@ DAY = 86400
 STAGGER_SPREAD_MIN = 24
 
 
-def agent_offsets(specs: Iterable[AgentSpec]) -> dict[str, int]:
+def agent_offsets(specs: Iterable[AgentSpec], stage_order: dict[str, int] | None = None) -> dict[str, int]:
     """Per-agent minute offsets: each group's agents spread evenly over the stagger window.
 
-    The order inside a group comes from a hash of the name, so it is deterministic
-    and does not change when agents are listed in another order.
+    Inside a group, agents run in pipeline order (by the earliest stage they poll),
+    so a bet can pass several gates in one round; ties break on a hash of the name.
+    The result is deterministic and independent of the order specs are listed in.
     """
-    groups: dict[str, list[str]] = {}
+    order = stage_order or {}
+
+    def rank_key(spec: AgentSpec) -> tuple[int, int, str]:
+        first = min((order.get(stage, len(order)) for stage in spec.polls), default=len(order))
+        return (first, zlib.crc32(spec.name.encode()), spec.name)
+
+    groups: dict[str, list[AgentSpec]] = {}
     for spec in specs:
-        groups.setdefault(spec.group, []).append(spec.name)
+        groups.setdefault(spec.group, []).append(spec)
     offsets: dict[str, int] = {}
-    for names in groups.values():
-        ranked = sorted(names, key=lambda n: (zlib.crc32(n.encode()), n))
-        for rank, name in enumerate(ranked):
-            offsets[name] = rank * STAGGER_SPREAD_MIN // len(ranked)
+    for members in groups.values():
+        for rank, spec in enumerate(sorted(members, key=rank_key)):
+            offsets[spec.name] = rank * STAGGER_SPREAD_MIN // len(members)
     return offsets
 
 
@@ -50,7 +56,8 @@ def start_minutes(spec: AgentSpec, offset: int) -> list[int]:
 
 def all_start_minutes(registry: Registry) -> dict[str, list[int]]:
     """Start minutes of every agent of the fleet."""
-    offsets = agent_offsets(registry)
+    stage_order = {stage.name: i for i, stage in enumerate(registry.pipeline.stages)}
+    offsets = agent_offsets(registry, stage_order)
     return {spec.name: start_minutes(spec, offsets[spec.name]) for spec in registry}
 
 
@@ -113,12 +120,8 @@ class HourLoad:
     peak_running: int
 
 
-def _intervals(
-    specs: Iterable[AgentSpec], minutes: dict[str, list[int]]
-) -> list[tuple[float, float]]:
-    return [
-        (m * 60.0, m * 60.0 + spec.expected_seconds) for spec in specs for m in minutes[spec.name]
-    ]
+def _intervals(specs: Iterable[AgentSpec], minutes: dict[str, list[int]]) -> list[tuple[float, float]]:
+    return [(m * 60.0, m * 60.0 + spec.expected_seconds) for spec in specs for m in minutes[spec.name]]
 
 
 def _running_at(t: float, intervals: list[tuple[float, float]]) -> int:

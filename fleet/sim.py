@@ -95,7 +95,10 @@ def scout(ctx: HeartbeatContext) -> None:
     rng = random.Random()
     for _ in range(IDEAS_PER_SCOUT):
         idea = f"{ctx.agent.replace('_', ' ')} idea #{rng.randrange(10**6)}"
-        signal = ctx.call(lookup, "source_feed", idea)
+        signal = _try_lookup(ctx, "source_feed", idea)
+        if signal is None:  # the feed is down: skip this idea, keep the heartbeat
+            ctx.count("failed")
+            continue
         ctx.create_bet({"idea": idea, "signal": round(signal["score"], 3), "source": ctx.agent})
 
 

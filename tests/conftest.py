@@ -9,9 +9,11 @@ that cannot start fails the run; elsewhere the tests that need it are skipped.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,11 +44,8 @@ _STACK: Stack | None = None
 
 def pytest_configure(config: pytest.Config) -> None:
     global _STACK
-    home = Path(os.environ.get("FLEET_TEST_HOME", "")) or None
-    if home is None:
-        import tempfile
-
-        home = Path(tempfile.mkdtemp(prefix="fleet-test-"))
+    # Each session gets its own folder: parallel runs never share data, pids or ports.
+    home = Path(tempfile.mkdtemp(prefix="fleet-test-"))
     redis_port, mongo_port = svc.free_port(), svc.free_port()
     services = [
         svc.Service("redis", redis_port, home, ROOT / ".fleet" / "bin"),
@@ -83,6 +82,7 @@ def stack() -> Iterator[Stack]:
 
     close_clients()
     svc.down(_STACK.services)
+    shutil.rmtree(_STACK.services[0].home, ignore_errors=True)
 
 
 @pytest.fixture
@@ -131,9 +131,7 @@ class Worker:
         return self.log.read_text(errors="replace")
 
 
-def wait_for(
-    condition: Callable[[], object], timeout: float = 30.0, what: str = "condition"
-) -> object:
+def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
     """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -145,9 +143,7 @@ def wait_for(
 
 
 @pytest.fixture
-def start_worker(
-    stack: Stack, redis: redis_lib.Redis, tmp_path: Path
-) -> Iterator[Callable[..., Worker]]:
+def start_worker(stack: Stack, redis: redis_lib.Redis, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     """Factory: start a real worker on some queues; every worker is stopped after the test."""
     started: list[Worker] = []
 
@@ -165,9 +161,7 @@ def start_worker(
             )  # fmt: skip
         worker = Worker(name, proc, log)
         started.append(worker)
-        wait_for(
-            lambda: "ready." in worker.output() or proc.poll() is not None, 60, f"{name} ready"
-        )
+        wait_for(lambda: "ready." in worker.output() or proc.poll() is not None, 60, f"{name} ready")
         if proc.poll() is not None:
             raise AssertionError(f"worker {name} exited:\n{worker.output()[-3000:]}")
         return worker

@@ -108,3 +108,17 @@ def test_an_outreach_agent_works_its_requests_and_leaves_audit_tasks_alone(runti
     assert all(board.history(t.task_id)[-1]["by"] == "lead_finder" for t in requests)
     # And the audit's task is untouched: only the CEO closes what its audit filed
     assert board.get(drift.task_id).is_open and board.get(drift.task_id).seq == 0
+
+
+def test_a_scout_whose_feed_is_down_skips_its_ideas_and_keeps_the_heartbeat(runtime, failing_calls) -> None:
+    record = run_heartbeat(runtime, "reddit_scout")
+    assert record.status == "ok", record.error
+    assert record.actions["failed"] == 2 and "created" not in record.actions
+    assert runtime.enforcer.bets_at(["sourced"], 10) == []
+
+
+def test_a_scout_writes_its_ideas_to_the_ledger(runtime) -> None:
+    record = run_heartbeat(runtime, "forum_scout")
+    assert record.status == "ok" and record.actions["created"] == 2
+    bets = runtime.enforcer.bets_at(["sourced"], 10)
+    assert [bet.created_by for bet in bets] == ["forum_scout"] * 2

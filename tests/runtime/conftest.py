@@ -40,6 +40,7 @@ def runtime(db: Any, redis: Any, settings: Settings, registry: Registry) -> Iter
     rt = Runtime.build(settings, registry)
     yield rt
     rt.pool.shutdown(wait=True)
+    rt.bet_pool.shutdown(wait=True)
 
 
 @pytest.fixture

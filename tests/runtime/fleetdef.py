@@ -49,7 +49,7 @@ CATALOGUE: dict[str, Any] = {
             polls=["new"],
             owns=[["new", "checked"], ["new", "killed"]],
             batch_size=50,
-            time_limit=8,
+            time_limit=20,
         ),  # fmt: skip
         _spec(
             "finisher",
@@ -91,9 +91,7 @@ def check(ctx: BetContext) -> Decision:
     if fields.get("crash"):
         raise ValueError("handler bug on this bet")
     time.sleep(float(fields.get("sleep_s", 0)))
-    sources = ctx.gather(
-        *(lambda s=s: ctx.call(lookup, s, fields) for s in ("a", "b", "c", "d", "e"))
-    )
+    sources = ctx.gather(*(lambda s=s: ctx.call(lookup, s, fields) for s in ("a", "b", "c", "d", "e")))
     if fields.get("verdict") == "wait":
         return Decision.stay("not yet")
     target = "killed" if fields.get("verdict") == "kill" else "checked"

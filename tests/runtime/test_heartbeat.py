@@ -50,9 +50,7 @@ def test_lookups_inside_one_heartbeat_run_in_parallel(runtime, make_bets) -> Non
     assert fleetdef.PEAK_LOOKUPS["peak"] == 5
 
 
-def test_failed_external_calls_are_retried_then_the_bet_is_left_and_counted(
-    runtime, make_bets
-) -> None:
+def test_failed_external_calls_are_retried_then_the_bet_is_left_and_counted(runtime, make_bets) -> None:
     # Given a bet whose external calls always fail
     (bet,) = make_bets(1, fail_calls=True)
     # When the checker's heartbeat runs (debug on, to see the attempts)
@@ -123,9 +121,7 @@ def test_debug_mode_keeps_the_decision_trace(runtime, make_bets) -> None:
     assert any(step.startswith("advanced") for step in loud.trace)
 
 
-def test_a_live_claim_held_elsewhere_is_respected_and_an_expired_one_taken_over(
-    runtime, make_bets
-) -> None:
+def test_a_live_claim_held_elsewhere_is_respected_and_an_expired_one_taken_over(runtime, make_bets) -> None:
     # Given one bet claimed by a live heartbeat elsewhere and one whose holder died
     live, dead = make_bets(2)
     now = datetime.now(UTC)

@@ -29,7 +29,7 @@ def celery_call(stack, *args: str) -> str:
     return done.stdout.strip()
 
 
-def test_app():
+def sending_app():
     """A Celery app on the test broker, for sending tasks without a subprocess."""
     from fleet.celery_app import make_app
     from fleet.settings import load_settings
@@ -57,9 +57,7 @@ def test_celery_call_without_queue_lands_in_the_agents_queue_and_advances(
     assert [runtime.enforcer.get(b.bet_id).stage for b in bets] == ["checked"] * 3
 
 
-def test_two_workers_on_one_queue_never_double_commit(
-    stack, db, runtime, make_bets, start_worker
-) -> None:
+def test_two_workers_on_one_queue_never_double_commit(stack, db, runtime, make_bets, start_worker) -> None:
     # Given 40 bets and two workers with two processes each on the same queue
     bets = make_bets(40, lookup_s=0.01)
     start_worker(queues="alpha", concurrency=2, name="w1", **TEST_FLEET_ENV)
@@ -77,13 +75,13 @@ def test_two_workers_on_one_queue_never_double_commit(
 
 def test_the_agent_lock_holds_across_workers(stack, db, runtime, make_bets, start_worker) -> None:
     # Given slow bets and two idle workers on the checker's queue
-    make_bets(2, sleep_s=3)
+    make_bets(8, sleep_s=3)  # two rounds of four bets at once: the first heartbeat works ~6 s
     start_worker(queues="alpha", name="w1", **TEST_FLEET_ENV)
     start_worker(queues="alpha", name="w2", **TEST_FLEET_ENV)
-    app = test_app()
+    app = sending_app()
     # When a second heartbeat of the agent arrives while the first is still working
     app.send_task("fleet.heartbeat", args=["checker"], queue="alpha")
-    wait_for(lambda: db[CLAIMS].count_documents({}) == 2, 60, "the first heartbeat claiming bets")
+    wait_for(lambda: db[CLAIMS].count_documents({}) == 8, 60, "the first heartbeat claiming bets")
     app.send_task("fleet.heartbeat", args=["checker"], queue="alpha")
     wait_for(lambda: len(heartbeats(db, agent="checker")) == 2, 60, "two heartbeat records")
     # Then the other worker ran it, found the lock held, and skipped, saying why
@@ -93,17 +91,13 @@ def test_the_agent_lock_holds_across_workers(stack, db, runtime, make_bets, star
     assert records[0]["worker"] != records[1]["worker"]
 
 
-def test_a_worker_killed_mid_heartbeat_loses_no_bet(
-    stack, db, runtime, make_bets, start_worker
-) -> None:
+def test_a_worker_killed_mid_heartbeat_loses_no_bet(stack, db, runtime, make_bets, start_worker) -> None:
     # Given slow bets and a worker working on them
-    bets = make_bets(4, sleep_s=1.0)
+    bets = make_bets(8, sleep_s=2.0)  # two rounds of four: the kill lands before the second round ends
     doomed = start_worker(queues="alpha", name="doomed", **TEST_FLEET_ENV)
     celery_call(stack, "fleet.heartbeat", "--args", json.dumps(["checker"]))
-    wait_for(lambda: db[CLAIMS].count_documents({}) >= 4, 60, "claims taken by the doomed worker")
-    wait_for(
-        lambda: db[TRANSITIONS].count_documents({"from_stage": "new"}) >= 1, 60, "first commit"
-    )
+    wait_for(lambda: db[CLAIMS].count_documents({}) >= 8, 60, "claims taken by the doomed worker")
+    wait_for(lambda: db[TRANSITIONS].count_documents({"from_stage": "new"}) >= 1, 60, "first commit")
     # When the worker is killed with SIGKILL in the middle of the heartbeat
     doomed.stop(signal.SIGKILL)
     # Then another worker takes the claims over once they expire and finishes every bet
@@ -120,12 +114,10 @@ def test_a_worker_killed_mid_heartbeat_loses_no_bet(
     assert runtime.enforcer.verify() == []
 
 
-def test_bad_task_arguments_fail_once_and_change_nothing(
-    stack, db, runtime, make_bets, start_worker
-) -> None:
+def test_bad_task_arguments_fail_once_and_change_nothing(stack, db, runtime, make_bets, start_worker) -> None:
     bets = make_bets(1)
     worker = start_worker(queues="alpha,ops", **TEST_FLEET_ENV)
-    app = test_app()
+    app = sending_app()
     cases = [
         (["no_such_agent"], {}, "unknown agent"),
         ([42], {}, "agent must be a non-empty string"),

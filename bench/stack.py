@@ -1,0 +1,63 @@
+"""Benchmarks start their own Redis and FerretDB on free ports, like the tests do."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fleet import services as svc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def bench_stack(db_name: str = "fleet_bench") -> Iterator[dict[str, str]]:
+    """Start Redis and FerretDB in a temporary folder; yield the FLEET_* environment."""
+    home = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
+    redis_port, mongo_port = svc.free_port(), svc.free_port()
+    services = [
+        svc.Service("redis", redis_port, home, ROOT / ".fleet" / "bin"),
+        svc.Service("ferretdb", mongo_port, home, ROOT / ".fleet" / "bin"),
+    ]
+    env = {
+        "FLEET_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "FLEET_MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}/",
+        "FLEET_MONGO_DB": db_name,
+        "FLEET_HOME": str(home),
+    }
+    saved = dict(os.environ)
+    os.environ.update(env)
+    svc.up(services)
+    try:
+        yield env
+    finally:
+        svc.down(services)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextmanager
+def worker(app: str, queues: str, concurrency: int, env: dict[str, str], log: Path) -> Iterator[None]:
+    """A real ``celery -A <app> worker`` process, ready when the block starts."""
+    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-c", str(concurrency),
+           "--without-gossip", "--without-mingle", "-l", "INFO", "-n", f"bench{time.monotonic_ns()}@%h"]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while "ready." not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"worker did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.1)  # poll: wait for the worker with a deadline
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
