@@ -1,14 +1,16 @@
 """Enforcer throughput against raw inserts into the same store, measured in the same run.
 
-1. baseline: plain single-document inserts/s (1 process, then 4 processes);
+1. baselines: plain single-document inserts/s, and plain ``update_one`` by ``_id``/s on a
+   collection as large as the bench's ``bets`` (1 process, then 4 processes);
 2. transitions committed/s through ``Enforcer.advance`` along the default pipeline's
    advance path (1 process, then 4 processes, each on its own bets);
 3. bets created/s through ``Enforcer.create_bet`` (1 process).
 
-An advance costs five store round trips (read the record at ``expected_seq``, insert the
-next one, read record 0, write the projection, check for a newer record), so about a
-fifth of the raw insert rate is the expected ceiling. Loop counts are bounded; nothing
-asserts on time.
+An advance costs five store round trips: three ``_id`` reads (the record at
+``expected_seq``, record 0, the check for a newer record), one insert (the commit) and one
+update (the projection). On FerretDB v1.24 (SQLite) an update by ``_id`` scans the whole
+collection under SQLite's single write lock, so the projection write dominates and
+concurrent writers queue on it. Loop counts are bounded; nothing asserts on time.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ BETS_SINGLE = 60
 BETS_PER_PROCESS = 30
 PROCESSES = 4
 RAW_COLLECTION = "bench_raw"
+UPDATE_COLLECTION = "bench_update"
+#: Documents in the update baseline's collection: about as many as the bench's bets.
+UPDATE_DOCS = BETS_SINGLE + PROCESSES * BETS_PER_PROCESS
 
 
 def _db() -> Any:
@@ -69,6 +74,15 @@ def raw_inserts(count: int) -> int:
     return count
 
 
+def raw_updates(count: int) -> int:
+    """``update_one`` by ``_id`` ``count`` times, over the baseline collection's documents."""
+    collection = _db()[UPDATE_COLLECTION]
+    tag = uuid.uuid4().hex[:8]
+    for n in range(count):
+        collection.update_one({"_id": n % UPDATE_DOCS}, {"$set": {"stage": f"{tag}{n}", "seq": n}})
+    return count
+
+
 def create_bets(count: int) -> list[str]:
     from fleet.enforcer import Enforcer
 
@@ -91,7 +105,7 @@ def advance_bets(bet_ids: list[str]) -> int:
 
 
 def _child(work: str, arg: Any, barrier: Any, done: Any) -> None:
-    func: Callable[[Any], int] = {"raw": raw_inserts, "advance": advance_bets}[work]
+    func: Callable[[Any], int] = {"raw": raw_inserts, "update": raw_updates, "advance": advance_bets}[work]
     _db()[RAW_COLLECTION].find_one({})  # connect before the start line
     barrier.wait(timeout=120)
     done.put(func(arg))
@@ -141,6 +155,11 @@ def run() -> dict[str, float]:
     rates["raw1"] = report("raw inserts, 1 process", *timed(lambda: raw_inserts(RAW_INSERTS)))
     per = RAW_INSERTS // PROCESSES
     rates["raw4"] = report(f"raw inserts, {PROCESSES} processes", *in_processes("raw", [per] * PROCESSES))
+    db[UPDATE_COLLECTION].insert_many([{"_id": n, "stage": "", "seq": 0} for n in range(UPDATE_DOCS)])
+    updates = RAW_INSERTS // 4
+    rates["upd1"] = report("raw updates by _id, 1 process", *timed(lambda: raw_updates(updates)))
+    label = f"raw updates by _id, {PROCESSES} processes"
+    rates["upd4"] = report(label, *in_processes("update", [updates // PROCESSES] * PROCESSES))
     print("fleet: through the enforcer", flush=True)
     start = time.perf_counter()
     bet_ids = create_bets(BETS_SINGLE)

@@ -40,7 +40,7 @@ from fleet.audit import file_findings
 from fleet.board import Board, Origin
 from fleet.constants import HEARTBEAT_TASK, PROBE_TASK, PROBES
 from fleet.enforcer import Enforcer
-from fleet.errors import BrokerUnavailable, FleetError
+from fleet.errors import BadArgument, BrokerUnavailable, FleetError
 from fleet.logs import format_actions
 from fleet.protocols import load_protocols
 from fleet.routing import route_task
@@ -63,10 +63,6 @@ err_console = Console(stderr=True)
 JSON_HELP = "print JSON instead of tables"
 #: ``--procfile``, shared by ``doctor`` and ``up`` (a module-level default: Path is not immutable).
 PROCFILE_OPTION: Any = typer.Option("Procfile", "--procfile", help="the Procfile naming the worker processes")
-
-
-class BadArgument(FleetError):
-    """A command-line argument is out of range; the command did nothing."""
 
 
 @dataclass(frozen=True)
@@ -701,11 +697,17 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 @app.command("demo")
-def demo() -> None:
-    """Start the local stack, run real workers, show the result, and stop everything."""
+def demo(
+    minutes: float = typer.Option(3.0, min=0.1, max=120, help="how long the demo runs"),
+    day_seconds: float = typer.Option(120.0, min=10, help="one schedule day lasts this many seconds"),
+    bets: int = typer.Option(12, min=1, max=10000, help="bets seeded at the start"),
+    failure_rate: float = typer.Option(0.1, min=0, max=1, help="share of simulated calls that fail"),
+) -> None:
+    """Run the 52-agent fleet live in compressed time (beat, workers, Flower); stop it all after."""
     from fleet.demo import main as demo_main
 
-    raise typer.Exit(demo_main())
+    code = demo_main(minutes=minutes, day_seconds=day_seconds, bets=bets, failure_rate=failure_rate)
+    raise typer.Exit(code)
 
 
 # --- entry point ----------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -29,11 +28,13 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from fleet import report
 from fleet import services as svc
 from fleet.agents import Registry, get_registry
 from fleet.constants import HEARTBEATS, REFUSALS, TRANSITIONS
 from fleet.enforcer import Enforcer
 from fleet.errors import TransitionRefused
+from fleet.logs import format_actions
 from fleet.schedule import load_report, peak_running
 from fleet.settings import LOCAL_MONGO_PORT, LOCAL_REDIS_PORT, Settings, get_settings, mask_url
 from fleet.store import Document, database, ensure_indexes, ping_mongo, ping_redis
@@ -135,81 +136,76 @@ def show_a_refusal(enforcer: Enforcer, registry: Registry) -> str:
 
 
 def stage_counts(db: Database[Document], registry: Registry) -> dict[str, int]:
-    counts = Counter(str(doc.get("stage")) for doc in db["bets"].find({}, {"stage": 1}))
-    return {stage.name: counts.get(stage.name, 0) for stage in registry.pipeline.stages}
-
-
-def recent_heartbeats(db: Database[Document], limit: int) -> list[Document]:
-    return list(db[HEARTBEATS].find().sort("finished_at", -1).limit(limit))
-
-
-def observed_peak(db: Database[Document]) -> int:
-    """The most heartbeats that were running at the same moment, from their records."""
-    events: list[tuple[datetime, int]] = []
-    for doc in db[HEARTBEATS].find({"status": {"$ne": "skipped"}}, {"started_at": 1, "finished_at": 1}):
-        if isinstance(doc.get("started_at"), datetime) and isinstance(doc.get("finished_at"), datetime):
-            events += [(doc["started_at"], 1), (doc["finished_at"], -1)]
-    running = peak = 0
-    for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
-        running += delta
-        peak = max(peak, running)
-    return peak
+    return {row.stage: row.count for row in report.bets_per_stage(db, registry.pipeline)}
 
 
 def totals(db: Database[Document]) -> dict[str, int]:
-    retries = sum(
-        int(d.get("actions", {}).get("retries", 0)) for d in db[HEARTBEATS].find({}, {"actions": 1})
-    )
+    retries = 0
+    for doc in db[HEARTBEATS].find({}, {"actions": 1}):
+        actions = doc.get("actions")
+        if isinstance(actions, dict):
+            retries += int(actions.get("retries", 0))
     return {
         "transitions": db[TRANSITIONS].count_documents({"seq": {"$gt": 0}}),
         "created": db[TRANSITIONS].count_documents({"seq": 0}),
         "refused": db[REFUSALS].count_documents({}),
         "heartbeats": db[HEARTBEATS].count_documents({}),
         "retries": retries,
+        "peak": report.peak_concurrency(db).peak,
     }
 
 
-def render(db: Database[Document], registry: Registry, started: float, options: DemoOptions) -> Group:
-    stages = Table("stage", "bets", title="Bets per stage", min_width=30)
+def _latest_heartbeats(db: Database[Document], limit: int) -> list[report.HeartbeatSummary]:
+    docs = db[HEARTBEATS].find({}, {"bets": 0, "trace": 0}).sort("finished_at", -1).limit(limit)
+    return [report.heartbeat_summary(doc) for doc in docs]
+
+
+def _stage_table(db: Database[Document], registry: Registry) -> Table:
+    table = Table("stage", "bets", title="Bets per stage", min_width=30)
     for stage, n in stage_counts(db, registry).items():
-        stages.add_row(stage, str(n))
+        table.add_row(stage, str(n))
+    return table
+
+
+def fleet_hour(day_seconds: float) -> float:
+    """The hour of the (compressed) fleet day right now, as the beat schedule sees it."""
+    return time.time() % day_seconds / day_seconds * 24
+
+
+def render(db: Database[Document], registry: Registry, started: float, options: DemoOptions) -> Group:
     beats = Table("time", "agent", "status", "actions", title="Latest heartbeats", min_width=70)
-    for doc in recent_heartbeats(db, 12):
-        actions = " ".join(f"{k}={v}" for k, v in sorted(doc.get("actions", {}).items()) if v) or "idle"
-        stamp = (
-            doc["finished_at"].strftime("%H:%M:%S") if isinstance(doc.get("finished_at"), datetime) else "-"
-        )
-        beats.add_row(stamp, str(doc.get("agent")), str(doc.get("status")), actions)
+    for beat in _latest_heartbeats(db, 12):
+        stamp = beat.finished_at.strftime("%H:%M:%S") if beat.finished_at else "-"
+        beats.add_row(stamp, beat.agent, str(beat.status), format_actions(beat.actions))
     elapsed = time.monotonic() - started
-    fleet_hour = (elapsed / options.day_seconds * 24 + datetime.now(UTC).hour) % 24
     t = totals(db)
-    head = (f"elapsed {elapsed:5.0f}s of {options.minutes * 60:.0f}s | one day = {options.day_seconds:g}s "
-            f"| fleet time ~{fleet_hour:04.1f}h | transitions {t['transitions']} | refused {t['refused']} "
-            f"| retries {t['retries']} | heartbeats {t['heartbeats']} | peak running {observed_peak(db)}")  # fmt: skip
-    return Group(Panel(head), stages, beats)
+    head = (
+        f"elapsed {elapsed:4.0f}s of {options.minutes * 60:.0f}s | one day = {options.day_seconds:g}s"
+        f" | fleet time {fleet_hour(options.day_seconds):04.1f}h | transitions {t['transitions']}"
+        f" | refused {t['refused']} | retries {t['retries']} | heartbeats {t['heartbeats']}"
+        f" | peak running {t['peak']}"
+    )
+    return Group(Panel(head), _stage_table(db, registry), beats)
 
 
 def summary(db: Database[Document], registry: Registry, settings: Settings, refusal: str) -> Group:
-    per_agent = Counter(str(d.get("agent")) for d in db[HEARTBEATS].find({}, {"agent": 1}))
-    agents = Table("agent", "heartbeats", title="Heartbeats per agent")
-    for agent, n in sorted(per_agent.items()):
-        agents.add_row(agent, str(n))
-    stages = Table("stage", "bets", title="Bets per stage")
-    for stage, n in stage_counts(db, registry).items():
-        stages.add_row(stage, str(n))
+    agents = Table("agent", "heartbeats", "last actions", title="Heartbeats per agent")
+    for row in report.heartbeats_per_agent(db, registry.names()):
+        agents.add_row(row.agent, str(row.count), format_actions(row.last.actions) if row.last else "-")
     t = totals(db)
     computed = load_report(registry)
+    naive = peak_running(load_report(registry, naive=True))
     lines = [
-        f"transitions {t['transitions']} (bets created {t['created']}), refused transitions {t['refused']}, "
-        f"external-call retries {t['retries']}, heartbeats {t['heartbeats']}",
-        f"peak concurrent heartbeats: observed {observed_peak(db)}; computed for the schedule "
-        f"{peak_running(computed)} (naive fixed intervals: {peak_running(load_report(registry, naive=True))})",
+        f"transitions {t['transitions']} (bets created {t['created']}), refused transitions"
+        f" {t['refused']}, external-call retries {t['retries']}, heartbeats {t['heartbeats']}",
+        f"peak concurrent heartbeats: observed {t['peak']}; computed for the schedule"
+        f" {peak_running(computed)} (naive fixed intervals: {naive})",
         f"computed peak per hour: {' '.join(f'{h.hour:02d}h={h.peak_running}' for h in computed)}",
         f"the enforcer refused a rogue move: {refusal}",
         *_audit_lines(db, registry, settings),
         f"Flower was at http://127.0.0.1:{settings.flower_port} (user {settings.flower_user})",
     ]
-    return Group(stages, agents, Panel("\n".join(lines), title="Summary"))
+    return Group(_stage_table(db, registry), agents, Panel("\n".join(lines), title="Summary"))
 
 
 def _audit_lines(db: Database[Document], registry: Registry, settings: Settings) -> list[str]:
@@ -235,8 +231,10 @@ def run_demo(options: DemoOptions) -> int:
     logs = Path(tempfile.mkdtemp(prefix="fleet-demo-"))
     with ExitStack() as stack:
         stack.enter_context(local_stack(settings))
-        console.print(f"redis {ping_redis(settings)} at {mask_url(settings.broker_url)}, "
-                      f"MongoDB-wire store {ping_mongo(settings)} at {mask_url(settings.mongo_url)}")  # fmt: skip
+        console.print(
+            f"redis {ping_redis(settings)} at {mask_url(settings.broker_url)}, MongoDB-wire store"
+            f" {ping_mongo(settings)} at {mask_url(settings.mongo_url)}"
+        )
         db = database(settings)
         reset_database(db)
         enforcer = Enforcer(db, registry.pipeline)

@@ -3,8 +3,8 @@
 Every change is checked against the pipeline's handoff map (the edge must exist and
 the calling agent must own it) and against the caller's view of the bet (the
 ``expected_seq`` it read must still be the bet's latest). A refused call raises a
-:class:`~fleet.errors.LedgerError` and inserts one ``REFUSALS`` document; it changes
-nothing else.
+:class:`~fleet.errors.LedgerError` and inserts one ``REFUSALS`` document; it changes no
+record and no stage (a stale refusal may repair a lagging projection: that is a cache).
 
 Atomicity rests on one primitive only: inserting the record ``<bet_id>:<seq+1>``
 into ``TRANSITIONS`` (unique ``_id``). Of any number of racing writers exactly one
@@ -187,7 +187,7 @@ class Enforcer:
             if not _needs_repair(projected.get(bet_id), seq, stage):
                 continue
             try:
-                repaired += self._roll_forward(bet_id)[1]
+                repaired += self._roll_forward(bet_id, seq)[1]
             except CorruptBet as exc:  # verify() reports it; repairing the rest matters more
                 logger.warning("cannot repair a bet: %s", exc)
         return repaired

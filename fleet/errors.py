@@ -10,7 +10,7 @@ Both tenacity policies and Celery's ``autoretry_for`` are driven from that split
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 
 class FleetError(Exception):
@@ -101,6 +101,14 @@ class UnknownBet(LedgerError):
         self.bet_id = bet_id
 
 
+class UnknownStage(LedgerError):
+    """A stage name the pipeline does not have."""
+
+    def __init__(self, stage: str, known: Iterable[str]) -> None:
+        super().__init__(f"unknown stage {stage!r} (stages: {', '.join(known)})")
+        self.stage = stage
+
+
 class DuplicateBet(LedgerError):
     """A bet with this id already exists."""
 
@@ -185,6 +193,10 @@ class UnknownAgent(RuntimeFleetError):
 
 class BadTaskArguments(RuntimeFleetError):
     """A task was sent with arguments of the wrong type, or extra ones."""
+
+
+class BadArgument(FleetError):
+    """A command-line argument is out of range; the command did nothing."""
 
 
 class HandlerImportError(RuntimeFleetError):

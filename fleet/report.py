@@ -36,6 +36,7 @@ from fleet.errors import (
     LedgerError,
     LedgerUnavailable,
     ProtocolError,
+    UnknownStage,
 )
 from fleet.ledger import parse_projection
 from fleet.pipeline import Pipeline, load_pipeline
@@ -57,14 +58,6 @@ PEAK_WINDOW = timedelta(hours=24)
 LATEST_REFUSALS = 5
 #: Who an operator's actions are recorded as (board closes, filed audit tasks, seeded bets).
 OPERATOR = "operator"
-
-
-class UnknownStage(LedgerError):
-    """A stage name the pipeline does not have."""
-
-    def __init__(self, stage: str, known: Iterable[str]) -> None:
-        super().__init__(f"unknown stage {stage!r} (stages: {', '.join(known)})")
-        self.stage = stage
 
 
 class _Model(BaseModel):

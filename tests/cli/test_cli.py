@@ -31,7 +31,7 @@ from fleet.protocols import PROTOCOLS_FILENAME
 from fleet.store import Document
 
 from ..conftest import ROOT, wait_for
-from .conftest import assert_one_line_error, cli_env, counts, run_cli
+from .conftest import assert_one_line_error, cli_env, counts, invoke, run_cli
 
 STAMP = ProtocolStamp(version="1.0", hash="cafe")
 
@@ -75,7 +75,7 @@ def test_status_json_shows_every_stage_throughput_queues_and_counts(
 
 
 def test_status_table_names_stages_and_queues(db: Database[Document], redis: redis_lib.Redis) -> None:
-    ran = run_cli("status")
+    ran = invoke("status")
     assert ran.code == 0, ran.text
     for heading in ("bets per stage", "queue depths", "refused transitions: 0", "sourced", "validation"):
         assert heading in ran.out
@@ -127,16 +127,18 @@ def test_bets_lists_newest_first_and_filters_by_stage(
     advance_once(enforcer, registry, bets[0].bet_id)
     moved = enforcer.get(bets[0].bet_id).stage
     # When the operator lists them
-    listed = run_cli("bets", "--json").json()
+    listed = invoke("bets", "--json").json()
     # Then the most recently moved comes first
     assert listed["total"] == 3
     assert [b["bet_id"] for b in listed["bets"]][0] == bets[0].bet_id
     # And a stage filter and a limit apply
-    at_initial = run_cli("bets", "--stage", registry.pipeline.initial_stage, "--limit", "1", "--json").json()
+    at_initial = invoke("bets", "--stage", registry.pipeline.initial_stage, "--limit", "1", "--json").json()
     assert (at_initial["total"], len(at_initial["bets"])) == (2, 1)
     assert at_initial["bets"][0]["stage"] == registry.pipeline.initial_stage
-    assert [b["bet_id"] for b in run_cli("bets", "--stage", moved, "--json").json()["bets"]] == [bets[0].bet_id]
-    table = run_cli("bets")
+    assert [b["bet_id"] for b in invoke("bets", "--stage", moved, "--json").json()["bets"]] == [
+        bets[0].bet_id
+    ]
+    table = invoke("bets")
     assert table.code == 0 and bets[2].bet_id in table.out
 
 
@@ -150,7 +152,7 @@ def test_bet_shows_its_timeline_with_protocols_verdicts_and_refusals(
     with pytest.raises(NotOwner):
         enforcer.advance(bet.bet_id, "killed", creator, 1, verdict="no")
     # When the operator asks for the bet
-    timeline = run_cli("bet", bet.bet_id, "--json").json()
+    timeline = invoke("bet", bet.bet_id, "--json").json()
     # Then each transition says who moved it, how, under which protocols, with what verdict
     first, second = timeline["transitions"]
     assert (first["agent"], first["kind"], first["to_stage"]) == (creator, "create", "sourced")
@@ -160,7 +162,7 @@ def test_bet_shows_its_timeline_with_protocols_verdicts_and_refusals(
     # And the refused attempt is listed with its reason
     [refusal] = timeline["refusals"]
     assert (refusal["agent"], refusal["reason"]) == (creator, "not the owner")
-    table = run_cli("bet", bet.bet_id)
+    table = invoke("bet", bet.bet_id)
     assert table.code == 0
     assert mover in table.out and "not the owner" in table.out and "1.0 (cafe)" in table.out
 
@@ -178,7 +180,12 @@ def test_trigger_puts_one_adhoc_heartbeat_on_the_agents_queue(
     # Then one message waits on the agent's queue, and nowhere else
     assert ran.code == 0, ran.text
     sent = ran.json()
-    assert (sent["agent"], sent["queue"], sent["reason"], sent["debug"]) == (spec.name, spec.queue, "adhoc", True)
+    assert (sent["agent"], sent["queue"], sent["reason"], sent["debug"]) == (
+        spec.name,
+        spec.queue,
+        "adhoc",
+        True,
+    )
     assert redis.llen(spec.queue) == 1
     assert sum(redis.llen(q) for q in {"ops", *registry.queues()} - {spec.queue}) == 0
     # And it is the heartbeat task for that agent, with the id printed
@@ -213,7 +220,7 @@ def test_agents_lists_specs_with_their_last_heartbeat(
         runtime.pool.shutdown(wait=True)
     assert record.status == "ok"
     # When the operator lists the agents
-    rows = {row["name"]: row for row in run_cli("agents", "--json").json()}
+    rows = {row["name"]: row for row in invoke("agents", "--json").json()}
     # Then every spec is there with its schedule, queue and protocols
     assert list(rows) == registry.names()
     spec = registry.require(scout)
@@ -233,19 +240,23 @@ def test_agents_lists_specs_with_their_last_heartbeat(
     gate = next(s for s in registry if s.owns)
     assert rows[gate.name]["owns"] == [f"{a} -> {b}" for a, b in gate.owns]
     assert (rows[gate.name]["heartbeats"], rows[gate.name]["last"]) == (0, None)
-    table = run_cli("agents")
+    table = invoke("agents")
     assert table.code == 0 and scout in table.out and "created=" in table.out
 
 
 def test_schedule_compares_the_staggered_peak_with_fixed_intervals(registry: Registry) -> None:
-    staggered = run_cli("schedule", "--json").json()
-    naive = run_cli("schedule", "--naive", "--json").json()
+    staggered = invoke("schedule", "--json").json()
+    naive = invoke("schedule", "--naive", "--json").json()
     assert len(staggered["hours"]) == 24 and staggered["naive"] is False and naive["naive"] is True
     total_starts = sum(len(s.schedule.hours) for s in registry)
-    assert sum(h["starts"] for h in staggered["hours"]) == total_starts == sum(h["starts"] for h in naive["hours"])
+    assert (
+        sum(h["starts"] for h in staggered["hours"])
+        == total_starts
+        == sum(h["starts"] for h in naive["hours"])
+    )
     assert staggered["peak_running"] == naive["peak_running"] < staggered["naive_peak_running"]
     assert max(h["peak_running"] for h in naive["hours"]) == naive["naive_peak_running"]
-    table = run_cli("schedule")
+    table = invoke("schedule")
     assert table.code == 0 and "peak running at once" in table.out
 
 
@@ -257,18 +268,18 @@ def test_board_lists_open_tasks_and_closes_one(db: Database[Document]) -> None:
     board = Board(db)
     first, _ = board.file(assignee="ceo", origin=Origin.MANUAL, dedupe_key="k1", title="one", by="test")
     second, _ = board.file(assignee="ceo", origin=Origin.MANUAL, dedupe_key="k2", title="two", by="test")
-    assert [t["task_id"] for t in run_cli("board", "--json").json()] == [first.task_id, second.task_id]
+    assert [t["task_id"] for t in invoke("board", "--json").json()] == [first.task_id, second.task_id]
     # When the operator closes one with a reason
-    closed = run_cli("board", "close", first.task_id, "--reason", "done by hand", "--json")
+    closed = invoke("board", "close", first.task_id, "--reason", "done by hand", "--json")
     # Then it is closed by the operator, with the reason in its history
     assert closed.code == 0, closed.text
     assert (closed.json()["status"], closed.json()["closed_reason"]) == ("done", "done by hand")
     assert board.history(first.task_id)[-1]["by"] == "operator"
     # And only the other one is still open; --all shows both
-    assert [t["task_id"] for t in run_cli("board", "--json").json()] == [second.task_id]
-    every = {t["task_id"]: t["status"] for t in run_cli("board", "--all", "--json").json()}
+    assert [t["task_id"] for t in invoke("board", "--json").json()] == [second.task_id]
+    every = {t["task_id"]: t["status"] for t in invoke("board", "--all", "--json").json()}
     assert every == {first.task_id: "done", second.task_id: "open"}
-    table = run_cli("board")
+    table = invoke("board")
     assert table.code == 0 and "two" in table.out
     # And closing it again is one clear error that changes nothing
     assert_one_line_error(run_cli("board", "close", first.task_id, "--reason", "again"), "already closed")
@@ -312,27 +323,31 @@ def test_audit_reports_findings_and_files_them_only_when_asked(
     tasks = Board(db).open_tasks()
     assert len(tasks) == len(registry) and {t.filed_by for t in tasks} == {"operator"}
     # And once the specs match the protocols again, --file closes them
-    resolved = run_cli("audit", "--file", "--json").json()
+    resolved = invoke("audit", "--file", "--json").json()
     assert resolved["drift"] == [] and resolved["filed"]["drift"] == {"filed": 0, "closed": len(registry)}
     assert Board(db).open_tasks() == []
-    table = run_cli("audit")
+    table = invoke("audit")
     assert table.code == 0 and "drift: 0 finding(s)" in table.out
 
 
 # --- verify ---------------------------------------------------------------------------------
 
 
-def test_verify_is_clean_on_a_healthy_ledger(db: Database[Document], enforcer: Enforcer, registry: Registry) -> None:
+def test_verify_is_clean_on_a_healthy_ledger(
+    db: Database[Document], enforcer: Enforcer, registry: Registry
+) -> None:
     bet = enforcer.create_bet(registry.pipeline.creators[0], {"idea": "fine"})
     advance_once(enforcer, registry, bet.bet_id)
-    ran = run_cli("verify", "--json")
+    ran = invoke("verify", "--json")
     assert ran.code == 0, ran.text
     assert ran.json() == {"bet_id": None, "ok": True, "violations": []}
-    assert run_cli("verify", "--bet", bet.bet_id).code == 0
-    assert "no violations" in run_cli("verify").out
+    assert invoke("verify", "--bet", bet.bet_id).code == 0
+    assert "no violations" in invoke("verify").out
 
 
-def test_verify_exits_1_on_a_planted_violation(db: Database[Document], enforcer: Enforcer, registry: Registry) -> None:
+def test_verify_exits_1_on_a_planted_violation(
+    db: Database[Document], enforcer: Enforcer, registry: Registry
+) -> None:
     # Given a healthy bet, and a broken one whose seq 1 is missing (a record planted at seq 2)
     healthy = enforcer.create_bet(registry.pipeline.creators[0], {"idea": "fine"})
     broken = enforcer.create_bet(registry.pipeline.creators[0], {"idea": "broken"})
@@ -349,8 +364,8 @@ def test_verify_exits_1_on_a_planted_violation(db: Database[Document], enforcer:
     assert problems[(broken.bet_id, 1)] == "no readable record at seq 1"
     assert {bet_id for bet_id, _ in problems} == {broken.bet_id}
     # And a check of the healthy bet alone passes; the table view fails too
-    assert run_cli("verify", "--bet", healthy.bet_id).code == 0
-    table = run_cli("verify")
+    assert invoke("verify", "--bet", healthy.bet_id).code == 0
+    table = invoke("verify")
     assert table.code == 1 and "no readable record at seq 1" in table.out
 
 
@@ -367,16 +382,22 @@ def test_seed_creates_bets_through_the_first_sourcing_agent(
     assert seeded["agent"] == creator and len(seeded["created"]) == 3
     for bet in seeded["created"]:
         [record] = enforcer.history(bet["bet_id"])
-        assert (record.agent, record.to_stage, record.kind) == (creator, registry.pipeline.initial_stage, "create")
+        assert (record.agent, record.to_stage, record.kind) == (
+            creator,
+            registry.pipeline.initial_stage,
+            "create",
+        )
         assert record.protocol_version == "1.0" and record.protocol_hash
     assert enforcer.verify() == []
 
 
-def test_seed_with_another_sourcing_agent(db: Database[Document], enforcer: Enforcer, registry: Registry) -> None:
+def test_seed_with_another_sourcing_agent(
+    db: Database[Document], enforcer: Enforcer, registry: Registry
+) -> None:
     other = registry.pipeline.creators[-1]
-    ran = run_cli("seed", "1", "--agent", other)
+    ran = invoke("seed", "1", "--agent", other)
     assert ran.code == 0, ran.text
-    [bet] = run_cli("bets", "--json").json()["bets"]
+    [bet] = invoke("bets", "--json").json()["bets"]
     assert bet["created_by"] == other and bet["bet_id"] in ran.out
 
 
@@ -418,7 +439,9 @@ def test_doctor_fails_when_a_queue_has_no_worker_line(db: Database[Document], tm
     ran = run_cli("doctor", "--procfile", str(procfile), "--json")
     assert ran.code == 1
     [failed] = [c for c in ran.json()["checks"] if not c["ok"]]
-    assert failed["name"] == "procfile" and "validation" in failed["detail"] and "ops," not in failed["detail"]
+    assert (
+        failed["name"] == "procfile" and "validation" in failed["detail"] and "ops," not in failed["detail"]
+    )
 
 
 def test_doctor_probe_reaches_a_running_worker(db: Database[Document], start_worker: Any) -> None:
@@ -431,10 +454,14 @@ def test_doctor_probe_reaches_a_running_worker(db: Database[Document], start_wor
 # --- up -------------------------------------------------------------------------------------
 
 
-def test_up_runs_the_procfile_until_ctrl_c(db: Database[Document], redis: redis_lib.Redis, tmp_path: Path) -> None:
+def test_up_runs_the_procfile_until_ctrl_c(
+    db: Database[Document], redis: redis_lib.Redis, tmp_path: Path
+) -> None:
     # Given a Procfile with one worker (the services already run: their URLs are set)
     procfile = tmp_path / "Procfile"
-    worker = f"{sys.executable} -m celery -A fleet worker -Q ops -c 1 -n up@%h --without-gossip --without-mingle"
+    worker = (
+        f"{sys.executable} -m celery -A fleet worker -Q ops -c 1 -n up@%h --without-gossip --without-mingle"
+    )
     procfile.write_text(f"ops: {worker} -l INFO\n")
     log = tmp_path / "up.log"
     with log.open("w") as out:
@@ -469,6 +496,6 @@ def test_read_commands_change_nothing(db: Database[Document], redis: redis_lib.R
     # Read commands leave the shared state as they found it
     before = counts(db)
     for args in (["status", "--json"], ["bets", "--json"], ["agents", "--json"], ["audit", "--json"]):
-        assert run_cli(*args).code == 0
+        assert invoke(*args).code == 0
     assert counts(db) == before
     assert db[HEARTBEATS].count_documents({}) == 0

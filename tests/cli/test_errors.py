@@ -1,0 +1,95 @@
+"""Every error an operator can meet is one clear line, a non-zero exit code, and no change.
+
+All run as subprocesses: ``main()`` is what turns errors into one line.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis as redis_lib
+from pymongo.database import Database
+
+from fleet.agents import Registry
+from fleet.services import free_port
+from fleet.store import Document
+
+from .conftest import assert_one_line_error, counts, run_cli
+
+
+def all_queues_empty(redis: redis_lib.Redis, registry: Registry) -> bool:
+    return all(redis.llen(queue) == 0 for queue in {"ops", *registry.queues()})
+
+
+def test_trigger_of_an_unknown_agent_sends_nothing(
+    db: Database[Document], redis: redis_lib.Redis, registry: Registry
+) -> None:
+    assert_one_line_error(run_cli("trigger", "no_such_agent"), "unknown agent 'no_such_agent'")
+    assert all_queues_empty(redis, registry)
+
+
+def test_an_unknown_bet_id(db: Database[Document]) -> None:
+    assert_one_line_error(run_cli("bet", "no-such-bet", "--json"), "unknown bet 'no-such-bet'")
+    assert_one_line_error(run_cli("verify", "--bet", "no-such-bet"), "unknown bet 'no-such-bet'")
+
+
+def test_a_stage_name_the_pipeline_lacks(db: Database[Document], registry: Registry) -> None:
+    line = assert_one_line_error(run_cli("bets", "--stage", "nope", "--json"), "unknown stage 'nope'")
+    assert registry.pipeline.initial_stage in line  # the message lists the stages there are
+
+
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_seed_needs_at_least_one_bet(db: Database[Document], n: str) -> None:
+    before = counts(db)
+    assert_one_line_error(run_cli("seed", n), f"N must be at least 1, got {n}")
+    assert counts(db) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["bets", "--limit", "0"], ["board", "--limit", "-1"], ["status", "--interval", "0"]],
+    ids=["bets-limit", "board-limit", "status-interval"],
+)
+def test_out_of_range_options(db: Database[Document], args: list[str]) -> None:
+    assert_one_line_error(run_cli(*args), args[1])
+
+
+def test_board_close_needs_a_reason(db: Database[Document]) -> None:
+    assert_one_line_error(run_cli("board", "close", "x#0", "--reason", " "), "--reason")
+
+
+@pytest.mark.parametrize("args", [["status", "--json"], ["seed", "1"], ["bet", "some-bet"]])
+def test_an_unreachable_store(stack: object, args: list[str]) -> None:
+    closed = f"mongodb://127.0.0.1:{free_port()}/"
+    assert_one_line_error(run_cli(*args, FLEET_MONGO_URL=closed), "FLEET_MONGO_URL", "cannot reach")
+
+
+@pytest.mark.parametrize("args", [["status"], ["trigger", "ceo", "--json"]])
+def test_an_unreachable_broker(db: Database[Document], args: list[str]) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    assert_one_line_error(run_cli(*args, FLEET_BROKER_URL=closed), "FLEET_BROKER_URL", "cannot reach")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "args"),
+    [
+        ("FLEET_MONGO_URL", "http://127.0.0.1:27017/", ["status"]),
+        ("FLEET_MONGO_URL", "mongodb://a:b:c@@/x?foo", ["bets"]),
+        ("FLEET_BROKER_URL", "amqp://127.0.0.1/", ["trigger", "ceo"]),
+        ("FLEET_DAY_SECONDS", "soon", ["schedule"]),
+    ],
+    ids=["mongo-scheme", "mongo-unparseable", "broker-scheme", "not-a-number"],
+)
+def test_malformed_settings(stack: object, variable: str, value: str, args: list[str]) -> None:
+    line = assert_one_line_error(run_cli(*args, **{variable: value}), variable)
+    assert "b:c" not in line  # a password in a bad URL is never printed
+
+
+def test_protocols_that_do_not_load_stop_seeding(db: Database[Document]) -> None:
+    before = counts(db)
+    assert_one_line_error(run_cli("seed", "2", FLEET_PROTOCOLS_DIR="/no/such/dir"), "FLEET_PROTOCOLS_DIR")
+    assert counts(db) == before
+
+
+def test_usage_errors_do_not_print_a_traceback() -> None:
+    ran = run_cli("bet")  # missing argument: typer's own usage message, exit 2
+    assert ran.code == 2 and "Traceback" not in ran.text
