@@ -465,6 +465,17 @@ def schedule(
     say(f"peak running at once: {rep.peak_running} staggered, {rep.naive_peak_running} on fixed intervals")
 
 
+@app.command("pipeline")
+def pipeline_map(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """The pipeline: its stages and the handoff map (who owns each move), as Markdown."""
+    from fleet.pipeline import render_stages, render_table
+
+    pipeline = get_registry().pipeline
+    if emit(pipeline.model_dump(mode="json", by_alias=True), as_json):
+        return
+    typer.echo(f"{render_stages(pipeline)}\n\n{render_table(pipeline)}")
+
+
 # --- the board ------------------------------------------------------------------------------
 
 

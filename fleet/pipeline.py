@@ -239,3 +239,13 @@ def render_table(pipeline: Pipeline) -> str:
     rows = ["| from | to | kind | owner |", "|---|---|---|---|"]
     rows += [f"| {t.source} | {t.dest} | {t.kind} | {t.owner} |" for t in pipeline.transitions]
     return "\n".join(rows)
+
+
+def render_stages(pipeline: Pipeline) -> str:
+    """The stages as a Markdown table: terminal or not, SLA, meaning."""
+    rows = ["| stage | terminal | SLA (h) | meaning |", "|---|---|---|---|"]
+    rows += [
+        f"| {s.name} | {'yes' if s.terminal else ''} | {s.sla_hours or ''} | {s.description} |"
+        for s in pipeline.stages
+    ]
+    return "\n".join(rows)
