@@ -39,9 +39,7 @@ def describe(registry: Registry) -> str:
     """A text table of the schedule's load per hour (``python beat_schedule.py``)."""
     report = load_report(registry)
     lines = ["hour starts busiest-minute peak-running"]
-    lines += [
-        f"{h.hour:>4} {h.starts:>6} {h.max_same_minute:>14} {h.peak_running:>12}" for h in report
-    ]
+    lines += [f"{h.hour:>4} {h.starts:>6} {h.max_same_minute:>14} {h.peak_running:>12}" for h in report]
     naive = peak_running(load_report(registry, naive=True))
     lines.append(f"peak running at once: {peak_running(report)} (fixed intervals: {naive})")
     return "\n".join(lines)

@@ -103,16 +103,22 @@ def main() -> None:
     with bench_stack() as env:
         env = {**env, **FLEET_ENV}
         raw, idle = bench_round_trip(env, logs)
-        print(f"round trip  raw no-op task {raw * 1000:7.1f} ms | idle heartbeat {idle * 1000:7.1f} ms "
-              f"| heartbeat/raw = {idle / raw:.2f}x")  # fmt: skip
+        print(
+            f"round trip  raw no-op task {raw * 1000:7.1f} ms | idle heartbeat {idle * 1000:7.1f} ms "
+            f"| heartbeat/raw = {idle / raw:.2f}x"
+        )
         one = _drain(env, 1, logs / "drain1.log")
         two = _drain(env, 2, logs / "drain2.log")
         moves = DRAIN_BETS * 6
-        print(f"drain {DRAIN_BETS} bets x 6 gates  1 process {one:6.2f} s ({moves / one:6.1f} moves/s) | "
-              f"2 processes {two:6.2f} s ({moves / two:6.1f} moves/s) | speed-up = {one / two:.2f}x")  # fmt: skip
+        print(
+            f"drain {DRAIN_BETS} bets x 6 gates  1 process {one:6.2f} s ({moves / one:6.1f} moves/s) | "
+            f"2 processes {two:6.2f} s ({moves / two:6.1f} moves/s) | speed-up = {one / two:.2f}x"
+        )
         seq, par = bench_lookups(env)
-        print(f"5 lookups of 200 ms per bet  sequential {seq * 1000:7.1f} ms | parallel {par * 1000:7.1f} ms "
-              f"| speed-up = {seq / par:.2f}x")  # fmt: skip
+        print(
+            f"5 lookups of 200 ms per bet  sequential {seq * 1000:7.1f} ms | parallel {par * 1000:7.1f} ms "
+            f"| speed-up = {seq / par:.2f}x"
+        )
 
 
 if __name__ == "__main__":

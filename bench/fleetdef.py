@@ -27,8 +27,15 @@ PIPELINE: dict[str, Any] = {
 
 
 def _spec(name: str, handler: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "group": "bench", "queue": "bench", "schedule": {"hours": [1]},
-            "protocol_version": "1.0", "handler": f"bench.fleetdef:{handler}", **extra}  # fmt: skip
+    return {
+        "name": name,
+        "group": "bench",
+        "queue": "bench",
+        "schedule": {"hours": [1]},
+        "protocol_version": "1.0",
+        "handler": f"bench.fleetdef:{handler}",
+        **extra,
+    }
 
 
 CATALOGUE: dict[str, Any] = {

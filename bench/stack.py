@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,18 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @contextmanager
 def bench_stack(db_name: str = "fleet_bench") -> Iterator[dict[str, str]]:
     """Start Redis and FerretDB in a temporary folder; yield the FLEET_* environment."""
-    home = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
-    redis_port, mongo_port = svc.free_port(), svc.free_port()
-    services = [
-        svc.Service("redis", redis_port, home, ROOT / ".fleet" / "bin"),
-        svc.Service("ferretdb", mongo_port, home, ROOT / ".fleet" / "bin"),
-    ]
-    env = {
-        "FLEET_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "FLEET_MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}/",
-        "FLEET_MONGO_DB": db_name,
-        "FLEET_HOME": str(home),
-    }
+    services, env = svc.isolated("fleet-bench-", ROOT / ".fleet" / "bin", db_name)
     saved = dict(os.environ)
     os.environ.update(env)
     svc.up(services)
@@ -39,6 +28,7 @@ def bench_stack(db_name: str = "fleet_bench") -> Iterator[dict[str, str]]:
         yield env
     finally:
         svc.down(services)
+        shutil.rmtree(services[0].home, ignore_errors=True)
         os.environ.clear()
         os.environ.update(saved)
 
@@ -46,11 +36,33 @@ def bench_stack(db_name: str = "fleet_bench") -> Iterator[dict[str, str]]:
 @contextmanager
 def worker(app: str, queues: str, concurrency: int, env: dict[str, str], log: Path) -> Iterator[None]:
     """A real ``celery -A <app> worker`` process, ready when the block starts."""
-    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-c", str(concurrency),
-           "--without-gossip", "--without-mingle", "-l", "INFO", "-n", f"bench{time.monotonic_ns()}@%h"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        str(concurrency),
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        "INFO",
+        "-n",
+        f"bench{time.monotonic_ns()}@%h",
+    ]
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 120
     while "ready." not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:

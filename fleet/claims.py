@@ -55,11 +55,19 @@ class Claims:
             n = int(latest["n"]) + 1 if latest else 0
             claim_id = claim_key(bet_id, seq, n)
             now = _now()
-            self.db[CLAIMS].insert_one({
-                "_id": claim_id, "bet_id": bet_id, "seq": seq, "n": n, "agent": self.agent,
-                "heartbeat_id": self.heartbeat_id, "claimed_at": now,
-                "expires_at": now + self.ttl, "released_at": None,
-            })  # fmt: skip
+            self.db[CLAIMS].insert_one(
+                {
+                    "_id": claim_id,
+                    "bet_id": bet_id,
+                    "seq": seq,
+                    "n": n,
+                    "agent": self.agent,
+                    "heartbeat_id": self.heartbeat_id,
+                    "claimed_at": now,
+                    "expires_at": now + self.ttl,
+                    "released_at": None,
+                }
+            )
         except DuplicateKeyError:
             return False  # another heartbeat took it between our read and our insert
         except PyMongoError as exc:
@@ -116,8 +124,14 @@ def record_failure(
     db: Database[dict[str, Any]], bet_id: str, seq: int, agent: str, heartbeat_id: str, error: str
 ) -> None:
     """Count one failed attempt on a bet at ``seq`` (an insert: never lost to a race)."""
-    doc = {"bet_id": bet_id, "seq": seq, "agent": agent, "heartbeat_id": heartbeat_id,
-           "error": error[:500], "at": _now()}  # fmt: skip
+    doc = {
+        "bet_id": bet_id,
+        "seq": seq,
+        "agent": agent,
+        "heartbeat_id": heartbeat_id,
+        "error": error[:500],
+        "at": _now(),
+    }
     try:
         db[FAILURES].insert_one(doc)
     except PyMongoError as exc:

@@ -141,9 +141,12 @@ class HeartbeatContext:
     def create_bet(self, fields: dict[str, Any], bet_id: str | None = None) -> Bet:
         """Create a bet through the enforcer (only creator agents may)."""
         bet = self.enforcer.create_bet(
-            self.agent, fields, bet_id=bet_id, heartbeat_id=self.heartbeat_id,
+            self.agent,
+            fields,
+            bet_id=bet_id,
+            heartbeat_id=self.heartbeat_id,
             stamp=self.protocols.stamp,
-        )  # fmt: skip
+        )
         self.count("created")
         self.log("created", bet=bet.bet_id)
         return bet

@@ -79,8 +79,11 @@ def celery_process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "fleet", *args],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **env},
-        )  # fmt: skip
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **env},
+        )
     try:
         yield proc
     finally:
@@ -254,11 +257,17 @@ def _start_processes(stack: ExitStack, settings: Settings, options: DemoOptions,
         stack.enter_context(celery_process(args, logs / f"{name}.log", env))
     beat = ["beat", "-s", str(logs / "celerybeat-schedule"), "-l", "INFO"]
     stack.enter_context(celery_process(beat, logs / "beat.log", env))
-    flower = ["flower", "--address=127.0.0.1", f"--port={settings.flower_port}",
-              f"--basic-auth={settings.flower_user}:{settings.flower_password}"]  # fmt: skip
+    flower = [
+        "flower",
+        "--address=127.0.0.1",
+        f"--port={settings.flower_port}",
+        f"--basic-auth={settings.flower_user}:{settings.flower_password}",
+    ]
     stack.enter_context(celery_process(flower, logs / "flower.log", env))
-    console.print(f"started beat, {len(DEMO_WORKERS)} workers and Flower (http://127.0.0.1:"
-                  f"{settings.flower_port}); logs in {logs}")  # fmt: skip
+    console.print(
+        f"started beat, {len(DEMO_WORKERS)} workers and Flower (http://127.0.0.1:"
+        f"{settings.flower_port}); logs in {logs}"
+    )
 
 
 def _watch(db: Database[Document], registry: Registry, options: DemoOptions) -> None:

@@ -58,8 +58,7 @@ SOFT_DEADLINE_SHARE = 0.8
 #: A polling heartbeat reads this many candidates per claimable slot (some are claimed by others).
 CANDIDATE_FACTOR = 3
 
-OUTCOME_BY_KIND = {Kind.ADVANCE: "advanced", Kind.KILL: "killed", Kind.PARK: "parked",
-                   Kind.REVIVE: "revived"}  # fmt: skip
+OUTCOME_BY_KIND = {Kind.ADVANCE: "advanced", Kind.KILL: "killed", Kind.PARK: "parked", Kind.REVIVE: "revived"}
 
 
 @dataclass
@@ -81,11 +80,15 @@ class Runtime:
         registry = registry or get_registry()
         db = database(settings)
         return cls(
-            settings=settings, registry=registry, db=db, redis=redis_client(settings.broker_url),
-            enforcer=Enforcer(db, registry.pipeline), board=Board(db),
+            settings=settings,
+            registry=registry,
+            db=db,
+            redis=redis_client(settings.broker_url),
+            enforcer=Enforcer(db, registry.pipeline),
+            board=Board(db),
             pool=ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="fleet-lookup"),
             bet_pool=ThreadPoolExecutor(BET_THREADS, thread_name_prefix="fleet-bet"),
-        )  # fmt: skip
+        )
 
 
 _RUNTIMES: dict[int, Runtime] = {}
@@ -128,21 +131,28 @@ class HeartbeatRecord:
         return {"_id": self.heartbeat_id, **doc, "duration_s": self.duration_s}
 
     def line(self) -> str:
-        text = logs.compact_line(self.started_at, self.agent, self.reason, self.status,
-                                 self.actions, self.duration_s)  # fmt: skip
+        text = logs.compact_line(
+            self.started_at, self.agent, self.reason, self.status, self.actions, self.duration_s
+        )
         return f"{text} error={self.error}" if self.error else text
 
 
 def run_heartbeat(
-    runtime: Runtime, agent: str, reason: str = "scheduled", debug: bool = False,
+    runtime: Runtime,
+    agent: str,
+    reason: str = "scheduled",
+    debug: bool = False,
     heartbeat_id: str | None = None,
-) -> HeartbeatRecord:  # fmt: skip
+) -> HeartbeatRecord:
     """Run one heartbeat of ``agent``; always returns its record (also stored and logged)."""
     spec = runtime.registry.require(agent)
     record = HeartbeatRecord(
-        heartbeat_id=heartbeat_id or uuid.uuid4().hex, agent=agent, reason=reason,
-        started_at=datetime.now(UTC), spec_protocol_version=spec.protocol_version,
-    )  # fmt: skip
+        heartbeat_id=heartbeat_id or uuid.uuid4().hex,
+        agent=agent,
+        reason=reason,
+        started_at=datetime.now(UTC),
+        spec_protocol_version=spec.protocol_version,
+    )
     debug = debug or runtime.settings.debug
     with agent_lock(runtime.redis, agent, spec.time_limit) as acquired:
         if not acquired:
@@ -162,10 +172,17 @@ def _run_locked(runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debu
         return
     record.protocol_version, record.protocol_hash = loaded.version, loaded.hash
     ctx = HeartbeatContext(
-        spec=spec, heartbeat_id=record.heartbeat_id, protocols=loaded, registry=runtime.registry,
-        enforcer=runtime.enforcer, board=runtime.board, db=runtime.db, pool=runtime.pool,
-        debug=debug, tasks=runtime.board.open_for(spec.name),
-    )  # fmt: skip
+        spec=spec,
+        heartbeat_id=record.heartbeat_id,
+        protocols=loaded,
+        registry=runtime.registry,
+        enforcer=runtime.enforcer,
+        board=runtime.board,
+        db=runtime.db,
+        pool=runtime.pool,
+        debug=debug,
+        tasks=runtime.board.open_for(spec.name),
+    )
     ctx.log("start", protocol=loaded.version, hash=loaded.hash, open_tasks=len(ctx.tasks))
     try:
         handler = resolve_handler(spec)
@@ -189,10 +206,13 @@ def _run_locked(runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debu
 def _file_protocol_task(runtime: Runtime, spec: AgentSpec, exc: ProtocolError) -> None:
     with suppress(FleetError):  # best effort: the refusal itself is on the heartbeat record
         runtime.board.file(
-            assignee=spec.name, origin="escalation", dedupe_key=f"protocols-invalid:{spec.name}",
+            assignee=spec.name,
+            origin="escalation",
+            dedupe_key=f"protocols-invalid:{spec.name}",
             title=f"{spec.name} refuses to run: the shared protocols are invalid",
-            detail={"error": str(exc)}, by=spec.name,
-        )  # fmt: skip
+            detail={"error": str(exc)},
+            by=spec.name,
+        )
 
 
 def _run_per_bet(
@@ -206,8 +226,10 @@ def _run_per_bet(
     with _renewing(claims, ttl):
         try:
             batch = list(_claim_batch(ctx, claims, candidates, record))
-            futures = [runtime.bet_pool.submit(_process_in_time, runtime, ctx, handler, bet, deadline)
-                       for bet in batch]  # fmt: skip
+            futures = [
+                runtime.bet_pool.submit(_process_in_time, runtime, ctx, handler, bet, deadline)
+                for bet in batch
+            ]
             wait(futures)  # every bet finishes (or fails) before the claims are released
             for future in futures:
                 outcome = future.result()  # re-raises an infrastructure error: Celery retries
@@ -279,9 +301,15 @@ def _commit(runtime: Runtime, ctx: HeartbeatContext, bet: Bet, decision: Any) ->
         ctx.log("deferred", bet=bet.bet_id, verdict=decision.verdict)
         return {"outcome": "deferred", "verdict": decision.verdict}
     moved = runtime.enforcer.advance(
-        bet.bet_id, decision.to_stage, ctx.agent, bet.seq, verdict=decision.verdict,
-        evidence=decision.evidence, heartbeat_id=ctx.heartbeat_id, stamp=ctx.protocols.stamp,
-    )  # fmt: skip
+        bet.bet_id,
+        decision.to_stage,
+        ctx.agent,
+        bet.seq,
+        verdict=decision.verdict,
+        evidence=decision.evidence,
+        heartbeat_id=ctx.heartbeat_id,
+        stamp=ctx.protocols.stamp,
+    )
     edge = runtime.registry.pipeline.edge(bet.stage, moved.stage)
     kind = OUTCOME_BY_KIND[edge.kind] if edge else "advanced"
     ctx.log(kind, bet=bet.bet_id, to=moved.stage, verdict=decision.verdict)

@@ -103,8 +103,10 @@ class DaySchedule(BaseSchedule):  # type: ignore[misc]
 
 def schedules(registry: Registry, day_seconds: float = DAY) -> dict[str, DaySchedule]:
     """Every agent's staggered schedule."""
-    return {name: DaySchedule([m * 60 for m in minutes], day_seconds)
-            for name, minutes in all_start_minutes(registry).items()}  # fmt: skip
+    return {
+        name: DaySchedule([m * 60 for m in minutes], day_seconds)
+        for name, minutes in all_start_minutes(registry).items()
+    }
 
 
 # --- load report ------------------------------------------------------------------

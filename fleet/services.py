@@ -107,9 +107,7 @@ def _make_writable(root: Path) -> None:
         path.chmod(path.stat().st_mode | 0o200)
 
 
-def _run(
-    cmd: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> str:
+def _run(cmd: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     try:
         done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     except OSError as exc:
@@ -128,10 +126,22 @@ def start_redis(service: Service) -> int:
     binary = redis_binary()
     service.dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        str(binary), "--bind", "127.0.0.1", "--port", str(service.port),
-        "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
-        "--dir", str(service.dir.resolve()), "--logfile", str(service.log_file.resolve()),
-    ]  # fmt: skip
+        str(binary),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(service.port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory-policy",
+        "noeviction",
+        "--dir",
+        str(service.dir.resolve()),
+        "--logfile",
+        str(service.log_file.resolve()),
+    ]
     return _spawn(service, cmd)
 
 
@@ -141,10 +151,15 @@ def start_ferretdb(service: Service) -> int:
     data = (service.dir / "data").resolve()
     data.mkdir(parents=True, exist_ok=True)
     cmd = [
-        str(binary), "--handler=sqlite", f"--sqlite-url=file:{data}/",
-        f"--listen-addr=127.0.0.1:{service.port}", f"--state-dir={data}",
-        "--telemetry=disable", "--debug-addr=-", "--log-level=warn",
-    ]  # fmt: skip
+        str(binary),
+        "--handler=sqlite",
+        f"--sqlite-url=file:{data}/",
+        f"--listen-addr=127.0.0.1:{service.port}",
+        f"--state-dir={data}",
+        "--telemetry=disable",
+        "--debug-addr=-",
+        "--log-level=warn",
+    ]
     return _spawn(service, cmd)
 
 
@@ -157,9 +172,7 @@ def _spawn(service: Service, cmd: list[str]) -> int:
     if port_open(service.port):
         raise ServiceError(f"{service.name}: port 127.0.0.1:{service.port} is already in use")
     with service.log_file.open("ab") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     service.pid_file.write_text(str(proc.pid))
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -247,3 +260,21 @@ def up(services: list[Service]) -> dict[str, int]:
 def down(services: list[Service]) -> dict[str, bool]:
     """Stop every service; return name -> whether it was running."""
     return {svc.name: stop(svc) for svc in services}
+
+
+def isolated(prefix: str, bin_dir: Path, db_name: str) -> tuple[list[Service], dict[str, str]]:
+    """Services on free ports in a fresh temporary folder, and the ``FLEET_*`` env to reach them.
+
+    For tests and benchmarks: parallel runs never share data, pid files or ports.
+    """
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    redis_svc = Service("redis", free_port(), home, bin_dir)
+    mongo_svc = Service("ferretdb", free_port(), home, bin_dir)  # one cached FerretDB build for all
+    services = [redis_svc, mongo_svc]
+    env = {
+        "FLEET_BROKER_URL": f"redis://127.0.0.1:{redis_svc.port}/0",
+        "FLEET_MONGO_URL": f"mongodb://127.0.0.1:{mongo_svc.port}/",
+        "FLEET_MONGO_DB": db_name,
+        "FLEET_HOME": str(home),
+    }
+    return services, env

@@ -82,9 +82,7 @@ def ensure_indexes(db: Database[Document]) -> None:
 def redis_client(url: str) -> redis.Redis:
     """A Redis client for ``url``; a malformed URL raises :class:`SettingsError`."""
     try:
-        return redis.Redis.from_url(
-            url, socket_timeout=SERVER_TIMEOUT_MS / 1000, socket_connect_timeout=2
-        )
+        return redis.Redis.from_url(url, socket_timeout=SERVER_TIMEOUT_MS / 1000, socket_connect_timeout=2)
     except ValueError as exc:
         raise SettingsError("FLEET_BROKER_URL", f"malformed ({mask_url(url)}): {exc}") from None
 

@@ -42,9 +42,7 @@ def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str,
     if not isinstance(agent, str) or not agent:
         raise BadTaskArguments(f"{HEARTBEAT_TASK}: agent must be a non-empty string, got {agent!r}")
     if reason not in HEARTBEAT_REASONS:
-        raise BadTaskArguments(
-            f"{HEARTBEAT_TASK}: reason must be one of {HEARTBEAT_REASONS}, got {reason!r}"
-        )
+        raise BadTaskArguments(f"{HEARTBEAT_TASK}: reason must be one of {HEARTBEAT_REASONS}, got {reason!r}")
     if not isinstance(debug, bool):
         raise BadTaskArguments(f"{HEARTBEAT_TASK}: debug must be true or false, got {debug!r}")
     return agent, reason, debug
@@ -77,5 +75,10 @@ def heartbeat(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         record = run_heartbeat(runtime, agent, reason, debug, heartbeat_id=self.request.id)
     except SoftTimeLimitExceeded:
         raise  # claims expire on their own; the next heartbeat takes the bets over
-    return {"agent": record.agent, "status": record.status, "actions": record.actions,
-            "duration_s": record.duration_s, "error": record.error}  # fmt: skip
+    return {
+        "agent": record.agent,
+        "status": record.status,
+        "actions": record.actions,
+        "duration_s": record.duration_s,
+        "error": record.error,
+    }

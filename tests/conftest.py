@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,20 +43,8 @@ _STACK: Stack | None = None
 
 def pytest_configure(config: pytest.Config) -> None:
     global _STACK
-    # Each session gets its own folder: parallel runs never share data, pids or ports.
-    home = Path(tempfile.mkdtemp(prefix="fleet-test-"))
-    redis_port, mongo_port = svc.free_port(), svc.free_port()
-    services = [
-        svc.Service("redis", redis_port, home, ROOT / ".fleet" / "bin"),
-        svc.Service("ferretdb", mongo_port, home, ROOT / ".fleet" / "bin"),
-    ]
-    env = {
-        "FLEET_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "FLEET_MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}/",
-        "FLEET_MONGO_DB": TEST_DB,
-        "FLEET_HOME": str(home),
-        "FLEET_PROTOCOLS_DIR": str(ROOT / "protocols"),
-    }
+    services, env = svc.isolated("fleet-test-", ROOT / ".fleet" / "bin", TEST_DB)
+    env["FLEET_PROTOCOLS_DIR"] = str(ROOT / "protocols")
     for name in list(os.environ):
         if name.startswith("FLEET_") and name not in env:
             del os.environ[name]  # a developer's own FLEET_* must not leak into tests
@@ -150,15 +137,32 @@ def start_worker(stack: Stack, redis: redis_lib.Redis, tmp_path: Path) -> Iterat
     def start(queues: str = "ops", concurrency: int = 1, name: str = "w1", **env: str) -> Worker:
         log = tmp_path / f"{name}.log"
         cmd = [
-            sys.executable, "-m", "celery", "-A", "fleet", "worker", "-Q", queues,
-            "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-            "-l", "INFO",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "fleet",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "INFO",
+        ]
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                cmd, cwd=ROOT, env={**os.environ, **stack.env, **env}, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                cmd,
+                cwd=ROOT,
+                env={**os.environ, **stack.env, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         worker = Worker(name, proc, log)
         started.append(worker)
         wait_for(lambda: "ready." in worker.output() or proc.poll() is not None, 60, f"{name} ready")

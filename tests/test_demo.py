@@ -26,10 +26,27 @@ def test_a_short_demo_moves_bets_to_terminal_stages_and_stops_everything(stack, 
     env = {**os.environ, **stack.env, "FLEET_FLOWER_PORT": str(flower_port)}
     # When the demo runs for one minute of wall time, a day lasting 30 s
     done = subprocess.run(
-        [sys.executable, "-m", "fleet.cli", "demo", "--minutes", "1", "--day-seconds", "30", "--bets", "8",
-         "--failure-rate", "0.2"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fleet.cli",
+            "demo",
+            "--minutes",
+            "1",
+            "--day-seconds",
+            "30",
+            "--bets",
+            "8",
+            "--failure-rate",
+            "0.2",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
     out = done.stdout + done.stderr
     # Then it ends by itself, cleanly, with a summary
     assert done.returncode == 0, out[-3000:]

@@ -107,49 +107,121 @@ def kinds(findings: list[Finding]) -> list[tuple[str, str]]:
 
 
 def put_bet(
-    db: Database[Any], bet_id: str, stage: str, *, seq: int = 1, age: timedelta = timedelta(hours=1),
-    by: str = "checker", from_stage: str | None = "new", kind: str = "advance",
-    version: str = "1.1", hash_: str = "h11",
-) -> None:  # fmt: skip
+    db: Database[Any],
+    bet_id: str,
+    stage: str,
+    *,
+    seq: int = 1,
+    age: timedelta = timedelta(hours=1),
+    by: str = "checker",
+    from_stage: str | None = "new",
+    kind: str = "advance",
+    version: str = "1.1",
+    hash_: str = "h11",
+) -> None:
     """A bet's projection and its latest transition record (``<bet>:<seq>``)."""
     at = NOW - age
-    db[BETS].insert_one({"_id": bet_id, "stage": stage, "seq": seq, "fields": {}, "created_by": "maker",
-                         "created_at": at - timedelta(hours=1), "updated_at": at})  # fmt: skip
+    db[BETS].insert_one(
+        {
+            "_id": bet_id,
+            "stage": stage,
+            "seq": seq,
+            "fields": {},
+            "created_by": "maker",
+            "created_at": at - timedelta(hours=1),
+            "updated_at": at,
+        }
+    )
     record(db, bet_id, seq, from_stage, stage, by=by, kind=kind, at=at, version=version, hash_=hash_)
 
 
 def record(
-    db: Database[Any], bet_id: str, seq: int, from_stage: str | None, to_stage: str, *, by: str,
-    at: datetime, kind: str = "advance", version: str = "1.1", hash_: str = "h11",
-) -> None:  # fmt: skip
-    db[TRANSITIONS].insert_one({
-        "_id": f"{bet_id}:{seq}", "bet_id": bet_id, "seq": seq, "from_stage": from_stage,
-        "to_stage": to_stage, "agent": by, "kind": kind, "heartbeat_id": f"hb-{by}-{seq}",
-        "protocol_version": version, "protocol_hash": hash_, "verdict": "looks good",
-        "evidence": {}, "at": at,
-    })  # fmt: skip
+    db: Database[Any],
+    bet_id: str,
+    seq: int,
+    from_stage: str | None,
+    to_stage: str,
+    *,
+    by: str,
+    at: datetime,
+    kind: str = "advance",
+    version: str = "1.1",
+    hash_: str = "h11",
+) -> None:
+    db[TRANSITIONS].insert_one(
+        {
+            "_id": f"{bet_id}:{seq}",
+            "bet_id": bet_id,
+            "seq": seq,
+            "from_stage": from_stage,
+            "to_stage": to_stage,
+            "agent": by,
+            "kind": kind,
+            "heartbeat_id": f"hb-{by}-{seq}",
+            "protocol_version": version,
+            "protocol_hash": hash_,
+            "verdict": "looks good",
+            "evidence": {},
+            "at": at,
+        }
+    )
 
 
 def heartbeat(
-    db: Database[Any], hb_id: str, agent_name: str, *, ago: timedelta, hash_: str = "h11",
-    version: str = "1.1", worker: str = "host-a:100", bets: list[dict[str, Any]] | None = None,
-) -> None:  # fmt: skip
+    db: Database[Any],
+    hb_id: str,
+    agent_name: str,
+    *,
+    ago: timedelta,
+    hash_: str = "h11",
+    version: str = "1.1",
+    worker: str = "host-a:100",
+    bets: list[dict[str, Any]] | None = None,
+) -> None:
     started = NOW - ago
-    db[HEARTBEATS].insert_one({
-        "_id": hb_id, "agent": agent_name, "reason": "scheduled", "status": "ok",
-        "started_at": started, "finished_at": started + timedelta(seconds=3), "duration_s": 3.0,
-        "protocol_version": version, "protocol_hash": hash_, "spec_protocol_version": version,
-        "actions": {"claimed": len(bets or [])}, "bets": bets or [], "worker": worker, "error": None,
-    })  # fmt: skip
+    db[HEARTBEATS].insert_one(
+        {
+            "_id": hb_id,
+            "agent": agent_name,
+            "reason": "scheduled",
+            "status": "ok",
+            "started_at": started,
+            "finished_at": started + timedelta(seconds=3),
+            "duration_s": 3.0,
+            "protocol_version": version,
+            "protocol_hash": hash_,
+            "spec_protocol_version": version,
+            "actions": {"claimed": len(bets or [])},
+            "bets": bets or [],
+            "worker": worker,
+            "error": None,
+        }
+    )
 
 
-def claim(db: Database[Any], bet_id: str, seq: int, n: int, *, by: str, expires_in: timedelta,
-          released: bool = False) -> None:  # fmt: skip
-    db[CLAIMS].insert_one({
-        "_id": f"{bet_id}:{seq}:{n}", "bet_id": bet_id, "seq": seq, "n": n, "agent": by,
-        "heartbeat_id": f"hb-claim-{n}", "claimed_at": NOW - timedelta(minutes=10),
-        "expires_at": NOW + expires_in, "released_at": NOW if released else None,
-    })  # fmt: skip
+def claim(
+    db: Database[Any],
+    bet_id: str,
+    seq: int,
+    n: int,
+    *,
+    by: str,
+    expires_in: timedelta,
+    released: bool = False,
+) -> None:
+    db[CLAIMS].insert_one(
+        {
+            "_id": f"{bet_id}:{seq}:{n}",
+            "bet_id": bet_id,
+            "seq": seq,
+            "n": n,
+            "agent": by,
+            "heartbeat_id": f"hb-claim-{n}",
+            "claimed_at": NOW - timedelta(minutes=10),
+            "expires_at": NOW + expires_in,
+            "released_at": NOW if released else None,
+        }
+    )
 
 
 def failure(
@@ -264,8 +336,13 @@ def test_sla_overrides_for_stages_that_do_not_exist(db: Database[Any], tmp_path:
 def test_a_bet_past_its_stage_sla(db: Database[Any], protocols: LoadedProtocols) -> None:
     # Given a bet created 3h ago at "new" (SLA 2h) that a checker heartbeat deferred
     put_bet(db, "b1", "new", seq=0, age=timedelta(hours=3), by="maker", from_stage=None, kind="create")
-    heartbeat(db, "chk-1", "checker", ago=timedelta(hours=1),
-              bets=[{"bet_id": "b1", "seq": 0, "outcome": "deferred", "error": None}])  # fmt: skip
+    heartbeat(
+        db,
+        "chk-1",
+        "checker",
+        ago=timedelta(hours=1),
+        bets=[{"bet_id": "b1", "seq": 0, "outcome": "deferred", "error": None}],
+    )
     put_bet(db, "b2", "new", seq=0, age=timedelta(hours=1), by="maker", from_stage=None, kind="create")
     # When the stranded audit runs
     [finding] = stranded_findings(registry(), protocols, db, NOW)
@@ -358,8 +435,13 @@ def test_an_agent_that_keeps_deferring_a_bet(db: Database[Any], protocols: Loade
     # And a bet deferred twice now and once before its last transition
     put_bet(db, "b2", "checked")
     for i, seq in enumerate([0, 1, 1]):
-        heartbeat(db, f"b2-{i}", "shipper", ago=timedelta(minutes=40 - i),
-                  bets=[{"bet_id": "b2", "seq": seq, "outcome": "deferred"}])  # fmt: skip
+        heartbeat(
+            db,
+            f"b2-{i}",
+            "shipper",
+            ago=timedelta(minutes=40 - i),
+            bets=[{"bet_id": "b2", "seq": seq, "outcome": "deferred"}],
+        )
     # When the stranded audit runs
     [finding] = stranded_findings(registry(), protocols, db, NOW)
     # Then only the first bet oscillates
@@ -434,10 +516,27 @@ def test_drift_filing_leaves_stranded_tasks_alone(db: Database[Any], protocols: 
 
 
 def test_protocol_versions_for_a_bet(db: Database[Any]) -> None:
-    record(db, "b1", 0, None, "new", by="maker", kind="create", at=NOW - timedelta(days=20),
-           version="1.0", hash_="h10")  # fmt: skip
-    heartbeat(db, "chk-1", "checker", ago=timedelta(days=1), hash_="h11", version="1.1",
-              bets=[{"bet_id": "b1", "seq": 0, "outcome": "advanced", "to_stage": "checked"}])  # fmt: skip
+    record(
+        db,
+        "b1",
+        0,
+        None,
+        "new",
+        by="maker",
+        kind="create",
+        at=NOW - timedelta(days=20),
+        version="1.0",
+        hash_="h10",
+    )
+    heartbeat(
+        db,
+        "chk-1",
+        "checker",
+        ago=timedelta(days=1),
+        hash_="h11",
+        version="1.1",
+        bets=[{"bet_id": "b1", "seq": 0, "outcome": "advanced", "to_stage": "checked"}],
+    )
     record(db, "b1", 1, "new", "checked", by="checker", at=NOW - timedelta(days=1) + timedelta(seconds=2))
     heartbeat(db, "other", "checker", ago=timedelta(hours=1), bets=[{"bet_id": "b9", "seq": 0}])
     entries = protocol_versions_for_bet(db, "b1")

@@ -90,12 +90,22 @@ def test_an_outreach_agent_works_its_requests_and_leaves_audit_tasks_alone(runti
     # Given four work requests and one drift task assigned to the lead finder
     board = runtime.board
     requests = [
-        board.file(assignee="lead_finder", origin="manual", dedupe_key=f"leads:{i}",
-                   title=f"find 20 leads for segment {i}", by="operator")[0]
+        board.file(
+            assignee="lead_finder",
+            origin="manual",
+            dedupe_key=f"leads:{i}",
+            title=f"find 20 leads for segment {i}",
+            by="operator",
+        )[0]
         for i in range(4)
-    ]  # fmt: skip
-    drift, _ = board.file(assignee="lead_finder", origin="drift", dedupe_key="drift:lead_finder",
-                          title="update the spec", by="ceo")  # fmt: skip
+    ]
+    drift, _ = board.file(
+        assignee="lead_finder",
+        origin="drift",
+        dedupe_key="drift:lead_finder",
+        title="update the spec",
+        by="ceo",
+    )
     # When its heartbeat runs, then runs again until no request is left (each run finishes some)
     first = run_heartbeat(runtime, "lead_finder")
     for _ in range(20):

@@ -33,9 +33,14 @@ PIPELINE: dict[str, Any] = {
 
 def _spec(name: str, queue: str, handler: str, **extra: Any) -> dict[str, Any]:
     return {
-        "name": name, "group": queue, "queue": queue, "schedule": {"hours": [1, 13]},
-        "protocol_version": "1.0", "handler": f"tests.runtime.fleetdef:{handler}", **extra,
-    }  # fmt: skip
+        "name": name,
+        "group": queue,
+        "queue": queue,
+        "schedule": {"hours": [1, 13]},
+        "protocol_version": "1.0",
+        "handler": f"tests.runtime.fleetdef:{handler}",
+        **extra,
+    }
 
 
 CATALOGUE: dict[str, Any] = {
@@ -50,7 +55,7 @@ CATALOGUE: dict[str, Any] = {
             owns=[["new", "checked"], ["new", "killed"]],
             batch_size=50,
             time_limit=20,
-        ),  # fmt: skip
+        ),
         _spec(
             "finisher",
             "beta",

@@ -28,11 +28,24 @@ def flower(stack, start_worker, tmp_path) -> Iterator[int]:
     port = free_port()
     log = (tmp_path / "flower.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "fleet", "flower", "--address=127.0.0.1",
-         f"--port={port}", "--basic-auth=ops:s3cret", f"--db={tmp_path / 'flower.db'}"],
-        cwd=ROOT, env={**os.environ, **stack.env, **TEST_FLEET_ENV}, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "fleet",
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={port}",
+            "--basic-auth=ops:s3cret",
+            f"--db={tmp_path / 'flower.db'}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **stack.env, **TEST_FLEET_ENV},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     yield port
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=20)

@@ -126,10 +126,19 @@ def test_a_live_claim_held_elsewhere_is_respected_and_an_expired_one_taken_over(
     live, dead = make_bets(2)
     now = datetime.now(UTC)
     for bet, expires in ((live, now + timedelta(minutes=5)), (dead, now - timedelta(seconds=1))):
-        runtime.db[CLAIMS].insert_one({
-            "_id": f"{bet.bet_id}:0:0", "bet_id": bet.bet_id, "seq": 0, "n": 0, "agent": "checker",
-            "heartbeat_id": "elsewhere", "claimed_at": now, "expires_at": expires, "released_at": None,
-        })  # fmt: skip
+        runtime.db[CLAIMS].insert_one(
+            {
+                "_id": f"{bet.bet_id}:0:0",
+                "bet_id": bet.bet_id,
+                "seq": 0,
+                "n": 0,
+                "agent": "checker",
+                "heartbeat_id": "elsewhere",
+                "claimed_at": now,
+                "expires_at": expires,
+                "released_at": None,
+            }
+        )
     # When the checker's heartbeat runs
     record = run_heartbeat(runtime, "checker")
     # Then it left the live claim alone and took over the expired one with a new lease

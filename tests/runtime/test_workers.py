@@ -23,8 +23,13 @@ def celery_call(stack, *args: str) -> str:
     env = {**os.environ, **stack.env, **TEST_FLEET_ENV}
     done = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "fleet", "call", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, f"celery call failed: {done.stderr[-2000:]}"
     return done.stdout.strip()
 
@@ -47,8 +52,14 @@ def test_celery_call_without_queue_lands_in_the_agents_queue_and_advances(
     # Given waiting bets and no worker yet
     bets = make_bets(3)
     # When an operator sends an ad-hoc heartbeat with plain `celery call` (no --queue)
-    celery_call(stack, "fleet.heartbeat", "--args", json.dumps(["checker"]),
-                "--kwargs", json.dumps({"reason": "adhoc"}))  # fmt: skip
+    celery_call(
+        stack,
+        "fleet.heartbeat",
+        "--args",
+        json.dumps(["checker"]),
+        "--kwargs",
+        json.dumps({"reason": "adhoc"}),
+    )
     # Then the message waits in the checker's queue, not elsewhere
     assert redis.llen("alpha") == 1 and redis.llen("beta") == 0 and redis.llen("ops") == 0
     # And a worker on that queue runs it and advances the bets
