@@ -61,6 +61,7 @@ def make_runtime(db: Any, redis: Any, tmp_path: Path) -> Iterator[Callable[..., 
     yield make
     for runtime in built:
         runtime.pool.shutdown(wait=True)
+        runtime.bet_pool.shutdown(wait=True)
 
 
 def test_a_healthy_fleet_gives_the_ceo_nothing_to_file(make_runtime) -> None:
@@ -138,3 +139,39 @@ def test_the_watchdog_repairs_broken_projections(make_runtime) -> None:
     assert runtime.enforcer.verify() == []
     assert runtime.db[BETS].count_documents({}) == 3
     assert runtime.enforcer.get(intact.bet_id) == intact
+
+
+def test_bumping_the_protocol_version_files_one_task_per_affected_agent(make_runtime) -> None:
+    # Given protocols bumped to 1.1 while every spec still says 1.0
+    runtime = make_runtime(
+        version="1.1", history=[{"version": "1.0", "summary": "before 1.1"}, {"version": "0.9", "summary": "x"}]
+    )
+    # When the CEO runs several heartbeats
+    for _ in range(3):
+        record = run_heartbeat(runtime, "ceo")
+        assert record.status == "ok", record.error
+    # Then every agent has exactly one open drift task
+    assignees = [task.assignee for task in runtime.board.open_tasks("drift")]
+    assert sorted(assignees) == sorted(runtime.registry.names())
+
+
+def test_a_worker_running_an_old_protocols_file_is_found_from_its_heartbeats(make_runtime, tmp_path) -> None:
+    # Given a heartbeat that ran under an older copy of the protocols file (a stale worker)
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    stale = make_runtime()
+    stale.settings = stale.settings.model_copy(
+        update={"protocols_dir": write_protocols(old_dir, handoff_rules=["an older rule set"])}
+    )
+    old = run_heartbeat(stale, "uptime_monitor")
+    # And the rest of the fleet already on the current file
+    runtime = make_runtime()
+    current = run_heartbeat(runtime, "blog_writer")
+    assert old.protocol_hash != current.protocol_hash
+    run_heartbeat(stale, "uptime_monitor")  # the stale worker keeps running after the change
+    # When the CEO audits
+    record = run_heartbeat(runtime, "ceo")
+    # Then it finds the stale worker and files a task for that agent
+    assert record.actions["drift"] >= 1
+    tasks = runtime.board.open_tasks("drift")
+    assert any(t.assignee == "uptime_monitor" and old.protocol_hash in str(t.detail) for t in tasks)
