@@ -146,3 +146,21 @@ def test_bad_task_arguments_fail_once_and_change_nothing(stack, db, runtime, mak
     assert db[TRANSITIONS].count_documents({}) == 1  # only the creation
     assert runtime.enforcer.get(bets[0].bet_id).stage == "new"
     assert heartbeats(db) == []
+
+
+def test_an_unreachable_store_retries_the_heartbeat_with_backoff(stack, redis, start_worker) -> None:
+    # Given a worker whose MongoDB-wire store cannot be reached (a closed port)
+    from fleet.services import free_port
+
+    env = {**TEST_FLEET_ENV, "FLEET_MONGO_URL": f"mongodb://127.0.0.1:{free_port()}/"}
+    worker = start_worker(queues="alpha", **env)
+    # When a heartbeat arrives
+    sending_app().send_task("fleet.heartbeat", args=["checker"], queue="alpha")
+    # Then Celery retries it later (a transient error), saying why in one line, without a traceback
+    line = wait_for(
+        lambda: next((ln for ln in worker.output().splitlines() if "Retry in" in ln), None),
+        90,
+        "a retry scheduled by autoretry_for",
+    )
+    assert "LedgerUnavailable" in line and "Connection refused" in line
+    assert "Traceback" not in worker.output()
