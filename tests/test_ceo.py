@@ -143,9 +143,8 @@ def test_the_watchdog_repairs_broken_projections(make_runtime) -> None:
 
 def test_bumping_the_protocol_version_files_one_task_per_affected_agent(make_runtime) -> None:
     # Given protocols bumped to 1.1 while every spec still says 1.0
-    runtime = make_runtime(
-        version="1.1", history=[{"version": "1.0", "summary": "before 1.1"}, {"version": "0.9", "summary": "x"}]
-    )
+    history = [{"version": "1.0", "summary": "before 1.1"}, {"version": "0.9", "summary": "the first"}]
+    runtime = make_runtime(version="1.1", history=history)
     # When the CEO runs several heartbeats
     for _ in range(3):
         record = run_heartbeat(runtime, "ceo")
