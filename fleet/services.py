@@ -62,8 +62,9 @@ def redis_binary() -> Path:
             "yourself, or point FLEET_BROKER_URL at an existing Redis"
         )
     prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}  # CI has no terminal to answer prompts
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
-        _run([*prefix, *cmd], "installing redis-server with apt-get")
+        _run([*prefix, *cmd], "installing redis-server with apt-get", env=env)
     found = shutil.which("redis-server")
     if not found:
         raise ServiceError("apt-get finished but redis-server is still not on PATH")
