@@ -44,7 +44,7 @@ from fleet.errors import BadArgument, BrokerUnavailable, FleetError
 from fleet.logs import format_actions
 from fleet.protocols import load_protocols
 from fleet.routing import route_task
-from fleet.settings import LOCAL_MONGO_PORT, LOCAL_REDIS_PORT, Settings, get_settings, mask_url
+from fleet.settings import Settings, get_settings, mask_url
 from fleet.store import Document, database, ensure_indexes, ping_mongo, ping_redis, redis_client
 
 app = typer.Typer(
@@ -90,13 +90,6 @@ def connect(*, broker: bool = False) -> Ops:
     if broker:
         ping_redis(settings)
     return Ops(settings, registry, database(settings))
-
-
-def local_services(settings: Settings) -> list[svc.Service]:
-    """The services this project starts itself: only those whose URL was not given."""
-    wanted = {"redis": settings.local_redis, "ferretdb": settings.local_mongo}
-    every = svc.local_services(settings.home, LOCAL_REDIS_PORT, LOCAL_MONGO_PORT)
-    return [s for s in every if wanted[s.name]]
 
 
 # --- output helpers ------------------------------------------------------------------
@@ -167,7 +160,7 @@ def services_install() -> None:
 def services_up() -> None:
     """Start the local services (those whose FLEET_*_URL is not set) on loopback."""
     settings = get_settings()
-    started = svc.up(local_services(settings))
+    started = svc.up(svc.for_settings(settings))
     for name, pid in started.items():
         console.print(f"{name}: running (pid {pid})")
     _print_urls(settings)
@@ -176,7 +169,7 @@ def services_up() -> None:
 @services_app.command("down")
 def services_down() -> None:
     """Stop the local services started by ``fleet services up``."""
-    for name, was_running in svc.down(local_services(get_settings())).items():
+    for name, was_running in svc.down(svc.for_settings(get_settings())).items():
         console.print(f"{name}: {'stopped' if was_running else 'was not running'}")
 
 
@@ -186,7 +179,7 @@ def services_status(as_json: bool = typer.Option(False, "--json", help=JSON_HELP
     settings = get_settings()
     rows = [
         {"service": s.name, "port": s.port, "pid": svc.running_pid(s), "log": str(s.log_file)}
-        for s in local_services(settings)
+        for s in svc.for_settings(settings)
     ]
     urls = {"mongo_url": mask_url(settings.mongo_url), "broker_url": mask_url(settings.broker_url)}
     if emit({"local": rows, **urls}, as_json):
@@ -676,7 +669,7 @@ def up(procfile: Path = PROCFILE_OPTION) -> None:
     settings = get_settings()
     if not procfile.is_file():
         raise BadArgument(f"no Procfile at {procfile}: run from the project folder or pass --procfile")
-    for name, pid in svc.up(local_services(settings)).items():
+    for name, pid in svc.up(svc.for_settings(settings)).items():
         console.print(f"{name}: running (pid {pid})")
     ping_redis(settings)
     ping_mongo(settings)

@@ -36,7 +36,7 @@ from fleet.enforcer import Enforcer
 from fleet.errors import TransitionRefused
 from fleet.logs import format_actions
 from fleet.schedule import load_report, peak_running
-from fleet.settings import LOCAL_MONGO_PORT, LOCAL_REDIS_PORT, Settings, get_settings, mask_url
+from fleet.settings import Settings, get_settings, mask_url
 from fleet.store import Document, database, ensure_indexes, ping_mongo, ping_redis
 
 console = Console()
@@ -62,9 +62,7 @@ class DemoOptions:
 @contextmanager
 def local_stack(settings: Settings) -> Iterator[None]:
     """Start the local services these settings ask for; stop only what this call started."""
-    wanted = {"redis": settings.local_redis, "ferretdb": settings.local_mongo}
-    every = svc.local_services(settings.home, LOCAL_REDIS_PORT, LOCAL_MONGO_PORT)
-    mine = [s for s in every if wanted[s.name] and svc.running_pid(s) is None]
+    mine = [s for s in svc.for_settings(settings) if svc.running_pid(s) is None]
     svc.up(mine)
     try:
         yield

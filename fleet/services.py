@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fleet.constants import FERRETDB_MODULE, FERRETDB_VERSION
 from fleet.errors import ServiceError
+from fleet.settings import LOCAL_MONGO_PORT, LOCAL_REDIS_PORT, Settings
 
 #: How long a freshly started service may take to accept connections (s).
 START_TIMEOUT = 30.0
@@ -251,6 +252,13 @@ def local_services(home: Path, redis_port: int, mongo_port: int) -> list[Service
         Service("redis", redis_port, home, bin_dir),
         Service("ferretdb", mongo_port, home, bin_dir),
     ]
+
+
+def for_settings(settings: Settings) -> list[Service]:
+    """The local services these settings ask for: only those whose ``FLEET_*_URL`` was not given."""
+    wanted = {"redis": settings.local_redis, "ferretdb": settings.local_mongo}
+    every = local_services(settings.home, LOCAL_REDIS_PORT, LOCAL_MONGO_PORT)
+    return [service for service in every if wanted[service.name]]
 
 
 def up(services: list[Service]) -> dict[str, int]:
