@@ -28,7 +28,7 @@ from pymongo.errors import PyMongoError
 
 from fleet import logs
 from fleet.agents import AgentSpec, Registry, get_registry, resolve_handler
-from fleet.board import Board
+from fleet.board import Board, Task
 from fleet.claims import Claims, record_failure
 from fleet.constants import HEARTBEATS
 from fleet.context import BetContext, Decision, HeartbeatContext
@@ -181,7 +181,7 @@ def _run_locked(runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debu
         db=runtime.db,
         pool=runtime.pool,
         debug=debug,
-        tasks=runtime.board.open_for(spec.name),
+        tasks=_close_protocol_task(runtime, spec, runtime.board.open_for(spec.name)),
     )
     ctx.log("start", protocol=loaded.version, hash=loaded.hash, open_tasks=len(ctx.tasks))
     try:
@@ -203,12 +203,25 @@ def _run_locked(runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debu
         record.trace = ctx.trace
 
 
+def _protocol_task_key(spec: AgentSpec) -> str:
+    return f"protocols-invalid:{spec.name}"
+
+
+def _close_protocol_task(runtime: Runtime, spec: AgentSpec, tasks: list[Task]) -> list[Task]:
+    """The protocols read fine again: close the task a refused heartbeat filed; return the rest."""
+    key = _protocol_task_key(spec)
+    for task in tasks:
+        if task.dedupe_key == key:
+            runtime.board.close(task.task_id, by=spec.name, reason="the protocols are valid again")
+    return [task for task in tasks if task.dedupe_key != key]
+
+
 def _file_protocol_task(runtime: Runtime, spec: AgentSpec, exc: ProtocolError) -> None:
     with suppress(FleetError):  # best effort: the refusal itself is on the heartbeat record
         runtime.board.file(
             assignee=spec.name,
             origin="escalation",
-            dedupe_key=f"protocols-invalid:{spec.name}",
+            dedupe_key=_protocol_task_key(spec),
             title=f"{spec.name} refuses to run: the shared protocols are invalid",
             detail={"error": str(exc)},
             by=spec.name,

@@ -110,6 +110,13 @@ def test_invalid_protocols_make_the_heartbeat_refuse_and_leave_bets_untouched(
     assert runtime.db[TRANSITIONS].count_documents({}) == before
     assert stages(runtime, bets) == ["new", "new"]
     assert runtime.db[TASKS].count_documents({"assignee": "checker"}) == 1
+    # And once the file is fixed, the next heartbeat runs and closes that task itself
+    runtime.settings = runtime.settings.model_copy(
+        update={"protocols_dir": Path(fleetdef.__file__).parent / "protocols"}
+    )
+    assert run_heartbeat(runtime, "checker").status == "ok"
+    assert runtime.board.open_for("checker") == []
+    assert stages(runtime, bets) == ["checked", "checked"]
 
 
 def test_debug_mode_keeps_the_decision_trace(runtime, make_bets) -> None:
