@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
+from fleet.constants import OPS_QUEUE
 from fleet.settings import Settings, get_settings
 
 #: Redis redelivers an unacked message after this long (s). It must exceed the
@@ -20,9 +21,6 @@ VISIBILITY_TIMEOUT = 3 * 3600
 
 #: Celery's hard limit for any task (s); the longest agent time limit is 3600.
 TASK_TIME_LIMIT = 3660
-
-#: Queue of every task that is not a heartbeat (probes, maintenance).
-DEFAULT_QUEUE = "ops"
 
 #: Modules holding task definitions; workers import them at start.
 TASK_MODULES = ["tasks.heartbeat", "tasks.probe"]
@@ -57,7 +55,7 @@ def _config(settings: Settings) -> dict[str, Any]:
         # Keep retrying the broker at start instead of dying when Redis starts second.
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
-        "task_default_queue": DEFAULT_QUEUE,
+        "task_default_queue": OPS_QUEUE,
         "task_queues": [Queue(name) for name in _queue_names()],
         "task_routes": ("fleet.routing.route_task",),
         # Workers report events so Flower shows tasks as they run.

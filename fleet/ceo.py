@@ -15,8 +15,9 @@ from fleet.context import HeartbeatContext
 
 def ceo(ctx: HeartbeatContext) -> None:
     """Audit drift and stranded bets; file a task per finding, close the resolved ones."""
-    drift = audit.drift_findings(ctx.registry, ctx.protocols, ctx.db, ctx.now)
-    stranded = audit.stranded_findings(ctx.registry, ctx.protocols, ctx.db, ctx.now)
+    # Findings no single agent owns go to this agent, whatever the catalogue names it.
+    drift = audit.drift_findings(ctx.registry, ctx.protocols, ctx.db, ctx.now, auditor=ctx.agent)
+    stranded = audit.stranded_findings(ctx.registry, ctx.protocols, ctx.db, ctx.now, auditor=ctx.agent)
     ctx.count("drift", len(drift))
     ctx.count("stranded", len(stranded))
     for origin, findings in ((Origin.DRIFT, drift), (Origin.STRANDED, stranded)):

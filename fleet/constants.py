@@ -56,6 +56,8 @@ AGENT_LOCK_KEY: Final = "fleet:lock:agent:{agent}"
 HEARTBEAT_TASK: Final = "fleet.heartbeat"
 HEARTBEAT_REASONS: Final = ("scheduled", "adhoc")
 PROBE_TASK: Final = "fleet.probe"
+#: Queue of every task that is not a heartbeat (probes), and of heartbeats for unknown agents.
+OPS_QUEUE: Final = "ops"
 
 # --- local services ---------------------------------------------------------------
 FERRETDB_MODULE: Final = "github.com/FerretDB/FerretDB"

@@ -39,6 +39,7 @@ from fleet.errors import (
     FleetError,
     LedgerUnavailable,
     ProtocolError,
+    TaskClosed,
     TransientError,
     TransitionRefused,
 )
@@ -212,7 +213,8 @@ def _close_protocol_task(runtime: Runtime, spec: AgentSpec, tasks: list[Task]) -
     key = _protocol_task_key(spec)
     for task in tasks:
         if task.dedupe_key == key:
-            runtime.board.close(task.task_id, by=spec.name, reason="the protocols are valid again")
+            with suppress(TaskClosed):  # someone (an operator) closed it since we listed it
+                runtime.board.close(task.task_id, by=spec.name, reason="the protocols are valid again")
     return [task for task in tasks if task.dedupe_key != key]
 
 
@@ -236,8 +238,8 @@ def _run_per_bet(
     claims = Claims(runtime.db, spec.name, record.heartbeat_id, ttl)
     deadline = time.monotonic() + spec.time_limit * SOFT_DEADLINE_SHARE
     candidates = runtime.enforcer.bets_at(list(spec.polls), spec.batch_size * CANDIDATE_FACTOR)
-    with _renewing(claims, ttl):
-        try:
+    try:
+        with _renewing(claims, ttl):
             batch = list(_claim_batch(ctx, claims, candidates, record))
             futures = [
                 runtime.bet_pool.submit(_process_in_time, runtime, ctx, handler, bet, deadline)
@@ -248,8 +250,10 @@ def _run_per_bet(
                 outcome = future.result()  # re-raises an infrastructure error: Celery retries
                 record.bets.append(outcome)
                 ctx.count(outcome["outcome"])
-        finally:
-            claims.release_all()
+    finally:
+        # Only once the renewer has stopped: on FerretDB a renewal racing a release writes the
+        # whole claim back and can undo ``released_at``, leaving a phantom live lease.
+        claims.release_all()
 
 
 def _process_in_time(

@@ -41,7 +41,7 @@ from fleet.errors import (
 from fleet.ledger import parse_projection
 from fleet.pipeline import Pipeline, load_pipeline
 from fleet.protocols import LoadedProtocols, load_protocols
-from fleet.routing import OPS_QUEUE
+from fleet.routing import queue_names
 from fleet.schedule import HourLoad, all_start_minutes, load_report, peak_running
 from fleet.settings import Settings, load_settings
 from fleet.store import ping_mongo, ping_redis
@@ -315,11 +315,6 @@ def overlap_peak(intervals: Iterable[tuple[datetime, datetime]]) -> tuple[int, d
 
 
 # --- queues ----------------------------------------------------------------------------
-
-
-def queue_names(registry: Registry) -> list[str]:
-    """Every queue the fleet uses: the catalogue's, plus ``ops`` (as :mod:`fleet.routing`)."""
-    return sorted({OPS_QUEUE, *registry.queues()})
 
 
 def queue_depths(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:

@@ -6,20 +6,22 @@ Celery calls :func:`route_task` for every ``apply_async``/``send_task``, includi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fleet.constants import HEARTBEAT_TASK
+from fleet.constants import HEARTBEAT_TASK, OPS_QUEUE
 
-#: Queue of every task that is not a heartbeat, and of heartbeats for unknown
-#: agents (which then fail once, cleanly, on a worker).
-OPS_QUEUE = "ops"
+if TYPE_CHECKING:
+    from fleet.agents import Registry
+
+__all__ = ["OPS_QUEUE", "queue_names", "route_task"]
 
 
-def queue_names() -> list[str]:
-    """Every queue: one per stage group in the catalogue, plus ``ops``."""
+def queue_names(registry: Registry | None = None) -> list[str]:
+    """Every queue: one per stage group in the catalogue (default: this process's), plus ``ops``."""
     from fleet.agents import get_registry
 
-    return sorted({OPS_QUEUE, *get_registry().queues()})
+    fleet_registry = registry if registry is not None else get_registry()
+    return sorted({OPS_QUEUE, *fleet_registry.queues()})
 
 
 def route_task(

@@ -174,3 +174,20 @@ def test_a_worker_running_an_old_protocols_file_is_found_from_its_heartbeats(mak
     assert record.actions["drift"] >= 1
     tasks = runtime.board.open_tasks("drift")
     assert any(t.assignee == "uptime_monitor" and old.protocol_hash in str(t.detail) for t in tasks)
+
+
+def test_findings_no_agent_owns_go_to_the_auditing_agent_whatever_its_name(make_runtime) -> None:
+    # Given a fleet whose CEO is called "chief", and an SLA override for a stage that does not exist
+    data = copy.deepcopy(CATALOGUE)
+    for row in data["agents"]:
+        if row["name"] == "ceo":
+            row["name"] = "chief"
+    runtime = make_runtime(
+        validate_catalogue(data, load_pipeline(None), "renamed"), stage_sla_hours={"nowhere": 1}
+    )
+    # When the chief audits
+    record = run_heartbeat(runtime, "chief")
+    # Then the protocols finding is the chief's task, not one for an agent that does not exist
+    assert record.status == "ok", record.error
+    (task,) = runtime.board.open_tasks("drift")
+    assert "nowhere" in task.title and task.assignee == "chief"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from fleet.constants import CLAIMS, FAILURES, HEARTBEATS, TASKS, TRANSITIONS
+from fleet import heartbeat
+from fleet.board import Board, Task
+from fleet.claims import Claims
+from fleet.constants import AGENT_LOCK_KEY, CLAIMS, FAILURES, HEARTBEATS, TASKS, TRANSITIONS
 from fleet.heartbeat import run_heartbeat
 from fleet.locks import agent_lock
 
+from ..conftest import wait_for
 from . import fleetdef
 
 
@@ -158,3 +163,87 @@ def test_sweep_agents_run_their_handler_once(runtime) -> None:
     record = run_heartbeat(runtime, "maker")
     assert record.status == "ok" and record.actions["created"] == 1
     assert runtime.db["bets"].count_documents({"stage": "new"}) == 1
+
+
+class WatchedClaims(Claims):
+    """Claims that note every renewal, and whether one ran while the claims were being released."""
+
+    renewed = threading.Event()
+    renewed_while_working = False
+    renewed_while_releasing = False
+
+    def renew(self) -> None:
+        WatchedClaims.renewed.set()
+        super().renew()
+
+    def release_all(self) -> None:
+        # Give a still-running renewer ample time (> ttl/3) to strike during the release.
+        WatchedClaims.renewed_while_working = WatchedClaims.renewed.is_set()
+        WatchedClaims.renewed.clear()
+        WatchedClaims.renewed_while_releasing = WatchedClaims.renewed.wait(timeout=1.5)
+        super().release_all()
+
+
+def test_claims_are_released_only_after_the_renewer_stopped(runtime, make_bets, monkeypatch) -> None:
+    # Given a bet whose handling outlasts a claim renewal (claim_ttl_s is 2: renewals every ~0.7 s)
+    make_bets(1, sleep_s=1.0)
+    WatchedClaims.renewed.clear()
+    monkeypatch.setattr(heartbeat, "Claims", WatchedClaims)
+    # When the checker's heartbeat handles it
+    record = run_heartbeat(runtime, "checker")
+    # Then the lease was renewed while working, but never while being released
+    # (on FerretDB such a renewal can write the claim back unreleased)
+    assert record.actions["advanced"] == 1
+    assert WatchedClaims.renewed_while_working
+    assert not WatchedClaims.renewed_while_releasing
+    assert runtime.db[CLAIMS].count_documents({"released_at": None}) == 0
+
+
+def test_the_agent_lock_is_kept_while_a_heartbeat_overruns_its_time_limit(runtime) -> None:
+    # Given an agent lock taken for a 1 s time limit (a TTL of 1 + LOCK_MARGIN_S seconds)
+    key = AGENT_LOCK_KEY.format(agent="checker")
+    with agent_lock(runtime.redis, "checker", 1) as held:
+        assert held
+        lowest = [runtime.redis.pttl(key)]
+
+        def renewed() -> bool:
+            ttl = runtime.redis.pttl(key)
+            lowest[0] = min(lowest[0], ttl)
+            return ttl > lowest[0]
+
+        # When the heartbeat keeps running, Then its lock's TTL is pushed back (renewed)
+        # instead of running out under it and letting a second heartbeat in
+        wait_for(renewed, 5, "the lock to be renewed")
+    # And it is released at the end
+    assert not runtime.redis.exists(key)
+
+
+class OperatorClosesFirst(Board):
+    """A board on which an operator closes each listed task right after the agent listed it."""
+
+    def open_for(self, assignee: str) -> list[Task]:
+        tasks = super().open_for(assignee)
+        for task in tasks:
+            self.close(task.task_id, by="operator", reason="fixed by hand")
+        return tasks
+
+
+def test_a_refusal_task_closed_meanwhile_by_someone_else_does_not_fail_the_heartbeat(
+    runtime, make_bets
+) -> None:
+    # Given an open task filed by a heartbeat that refused invalid protocols
+    bets = make_bets(1)
+    runtime.board.file(
+        assignee="checker",
+        origin="escalation",
+        dedupe_key="protocols-invalid:checker",
+        title="t",
+        by="checker",
+    )
+    # And an operator closing it between the agent's listing and its own close
+    runtime.board = OperatorClosesFirst(runtime.db)
+    # When the next heartbeat runs on valid protocols
+    record = run_heartbeat(runtime, "checker")
+    # Then it runs as usual
+    assert record.status == "ok", record.error
+    assert stages(runtime, bets) == ["checked"]
