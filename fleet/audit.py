@@ -41,8 +41,8 @@ from fleet.protocols import LoadedProtocols, Protocols, version_known
 
 Doc = dict[str, Any]
 
-#: Who must act on a finding no single agent owns (a protocols file problem).
-DEFAULT_AUDITOR = "ceo"
+#: Who must act on a finding no single agent owns when no auditing agent is named (the CLI): a person.
+DEFAULT_AUDITOR = "operator"
 #: Heartbeat outcomes that leave a bet where it was: repeated, they mean oscillation.
 STUCK_OUTCOMES = frozenset({"deferred", "failed"})
 

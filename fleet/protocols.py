@@ -73,6 +73,10 @@ class TaskRetryPolicy(_Strict):
     backoff_max_s: int = Field(ge=1)
 
 
+#: Used by workers when the protocols file cannot be read at start (same as the shipped file).
+DEFAULT_TASK_RETRY = TaskRetryPolicy(max_retries=5, backoff_max_s=600)
+
+
 class EscalationPolicy(_Strict):
     """When the CEO's audit turns a symptom into a task on the board."""
 

@@ -16,8 +16,26 @@ from fleet import celery_app
 from fleet.constants import HEARTBEAT_REASONS, HEARTBEAT_TASK
 from fleet.errors import TRANSIENT_ERRORS, BadTaskArguments, ConfigError, UnknownAgent
 from fleet.heartbeat import get_runtime, run_heartbeat
+from fleet.protocols import DEFAULT_TASK_RETRY, TaskRetryPolicy, load_protocols
+from fleet.settings import get_settings
 
 app = celery_app.get_app()
+
+
+def task_retry_policy() -> TaskRetryPolicy:
+    """The protocols' Celery-level retry numbers, read once when a worker imports this module.
+
+    Celery fixes a task's retry options at definition time, so a change to
+    ``task_retry`` applies when workers restart; an unreadable file falls back to
+    the shipped defaults here (the heartbeat itself will refuse and say why).
+    """
+    try:
+        return load_protocols(get_settings().protocols_dir).protocols.task_retry
+    except ConfigError:
+        return DEFAULT_TASK_RETRY
+
+
+TASK_RETRY = task_retry_policy()
 
 
 def _signature(agent: str, reason: str = "scheduled", debug: bool = False) -> None:
@@ -57,10 +75,10 @@ def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str,
     autoretry_for=TRANSIENT_ERRORS,
     # Exponential backoff, capped, with jitter so retries of many agents do not align.
     retry_backoff=True,
-    retry_backoff_max=600,
+    retry_backoff_max=TASK_RETRY.backoff_max_s,
     retry_jitter=True,
     # Give up after this many retries; the next scheduled heartbeat tries again anyway.
-    max_retries=5,
+    max_retries=TASK_RETRY.max_retries,
     # Bad input is the sender's error: reported as a failure, logged without a traceback.
     throws=(BadTaskArguments, UnknownAgent, ConfigError),
     # Heartbeat outcomes are also kept as task results for `celery call` users.

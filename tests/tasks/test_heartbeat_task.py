@@ -32,3 +32,22 @@ def test_defaults_fill_in() -> None:
 def test_bad_arguments_give_one_clear_error(args, kwargs, message) -> None:
     with pytest.raises(BadTaskArguments, match=message):
         parse_arguments(args, kwargs)
+
+
+def test_the_task_retry_policy_comes_from_the_protocols_file(tmp_path) -> None:
+    # Given a protocols file with its own Celery-level retry numbers
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    text = (ROOT / "protocols" / "fleet.yaml").read_text()
+    text = text.replace("max_retries: 5", "max_retries: 2").replace("backoff_max_s: 600", "backoff_max_s: 42")
+    (tmp_path / "fleet.yaml").write_text(text)
+    # When a worker process imports the heartbeat task
+    code = "from tasks.heartbeat import heartbeat as h; print(h.max_retries, h.retry_backoff_max)"
+    env = {**os.environ, "FLEET_PROTOCOLS_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    # Then the task retries as the file says
+    assert out.stdout.split() == ["2", "42"], out.stderr
