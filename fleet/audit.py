@@ -35,7 +35,7 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WT
 from fleet.agents import Registry
 from fleet.board import Board, Origin
 from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, TRANSITIONS
-from fleet.errors import LedgerError, LedgerUnavailable
+from fleet.errors import LedgerError, LedgerUnavailable, first_line
 from fleet.pipeline import Pipeline
 from fleet.protocols import LoadedProtocols, Protocols, version_known
 
@@ -590,11 +590,9 @@ def _store(collection: str) -> Iterator[None]:
     try:
         yield
     except _UNAVAILABLE as exc:
-        raise LedgerUnavailable(
-            f"audit: store unavailable reading {collection}: {_first_line(exc)}"
-        ) from None
+        raise LedgerUnavailable(f"audit: store unavailable reading {collection}: {first_line(exc)}") from None
     except PyMongoError as exc:
-        raise LedgerError(f"audit: the store refused a read of {collection}: {_first_line(exc)}") from None
+        raise LedgerError(f"audit: the store refused a read of {collection}: {first_line(exc)}") from None
 
 
 def _when(doc: Doc, key: str) -> datetime | None:
@@ -615,7 +613,3 @@ def _hours(delta: timedelta) -> str:
 
 def _stamp(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]

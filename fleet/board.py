@@ -45,7 +45,7 @@ from pymongo.errors import (
 )
 
 from fleet.constants import TASK_EVENTS, TASKS
-from fleet.errors import BoardError, CorruptTask, LedgerUnavailable, TaskClosed, UnknownTask
+from fleet.errors import BoardError, CorruptTask, LedgerUnavailable, TaskClosed, UnknownTask, first_line
 
 Doc = dict[str, Any]
 
@@ -380,9 +380,9 @@ def _store() -> Iterator[None]:
     try:
         yield
     except _UNAVAILABLE as exc:
-        raise LedgerUnavailable(f"task board store unavailable: {_first_line(exc)}") from None
+        raise LedgerUnavailable(f"task board store unavailable: {first_line(exc)}") from None
     except (PyMongoError, InvalidDocument) as exc:
-        raise BoardError(f"task board: the store refused: {_first_line(exc)}") from None
+        raise BoardError(f"task board: the store refused: {first_line(exc)}") from None
 
 
 # --- documents ---------------------------------------------------------------------
@@ -492,8 +492,3 @@ def _check_items(items: Iterable[Any], where: str) -> None:
         if isinstance(item, list | tuple):
             raise BoardError(f"{where}[{index}]: nested lists cannot be stored")
         _check_storable(item, f"{where}[{index}]")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = (str(exc).splitlines() or [type(exc).__name__])[0]
-    return text[:200]

@@ -17,7 +17,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from fleet.constants import CLAIMS, FAILURES
-from fleet.errors import LedgerUnavailable
+from fleet.errors import LedgerUnavailable, first_line
 
 #: Claims probed per bet and seq; past this many takeovers the bet is stuck and the audit reports it.
 MAX_TAKEOVERS = 50
@@ -33,7 +33,7 @@ def _now() -> datetime:
 
 
 def _unavailable(exc: PyMongoError) -> LedgerUnavailable:
-    return LedgerUnavailable(f"claims: {str(exc).splitlines()[0][:200]}")
+    return LedgerUnavailable(f"claims: {first_line(exc)}")
 
 
 @dataclass

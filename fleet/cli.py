@@ -40,7 +40,7 @@ from fleet.audit import file_findings
 from fleet.board import Board, Origin
 from fleet.constants import HEARTBEAT_TASK, PROBE_TASK, PROBES
 from fleet.enforcer import Enforcer
-from fleet.errors import BadArgument, BrokerUnavailable, FleetError
+from fleet.errors import BadArgument, BrokerUnavailable, FleetError, first_line
 from fleet.logs import format_actions
 from fleet.protocols import load_protocols
 from fleet.routing import route_task
@@ -402,7 +402,7 @@ def _send(task: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> s
     try:
         return str(get_app().send_task(task, args=args, kwargs=kwargs or {}).id)
     except KombuOperationalError as exc:
-        raise BrokerUnavailable(f"cannot send {task}: {str(exc).splitlines()[0][:200]}") from None
+        raise BrokerUnavailable(f"cannot send {task}: {first_line(exc)}") from None
 
 
 # --- agents and the schedule -----------------------------------------------------------------

@@ -235,5 +235,10 @@ class CorruptTask(BoardError):
         self.problem = problem
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line: pymongo's and redis' messages run to kilobytes."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:limit]
+
+
 #: Errors worth retrying, for tenacity and Celery's ``autoretry_for`` alike.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientError,)

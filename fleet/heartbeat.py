@@ -42,6 +42,7 @@ from fleet.errors import (
     TaskClosed,
     TransientError,
     TransitionRefused,
+    first_line,
 )
 from fleet.ledger import Bet
 from fleet.locks import agent_lock
@@ -365,7 +366,7 @@ def _finish(runtime: Runtime, record: HeartbeatRecord) -> None:
     try:
         runtime.db[HEARTBEATS].replace_one({"_id": record.heartbeat_id}, record.to_doc(), upsert=True)
     except PyMongoError as exc:
-        raise LedgerUnavailable(f"heartbeat record: {str(exc).splitlines()[0][:200]}") from None
+        raise LedgerUnavailable(f"heartbeat record: {first_line(exc)}") from None
 
 
 __all__ = ["HeartbeatRecord", "LoadedProtocols", "Runtime", "get_runtime", "run_heartbeat"]

@@ -31,7 +31,7 @@ from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, WTimeoutError
 
 from fleet.constants import BETS, REFUSALS, TRANSITIONS
-from fleet.errors import CorruptBet, InvalidBetData, LedgerUnavailable
+from fleet.errors import CorruptBet, InvalidBetData, LedgerUnavailable, first_line
 from fleet.store import Document
 
 #: The ``kind`` of a bet's first record (later records carry their edge's kind).
@@ -218,12 +218,6 @@ def projection_doc(bet: Bet) -> Document:
 # --- store access -----------------------------------------------------------------
 
 
-def _first_line(exc: BaseException) -> str:
-    """pymongo's messages run to kilobytes: keep one short line."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
-
-
 def translated(func: Callable[P, R]) -> Callable[P, R]:
     """Turn a store-unreachable failure inside ``func`` into :class:`LedgerUnavailable`."""
 
@@ -233,7 +227,7 @@ def translated(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except _UNAVAILABLE as exc:
             what = func.__name__.strip("_").replace("_", " ")
-            raise LedgerUnavailable(f"ledger store unavailable ({what}): {_first_line(exc)}") from None
+            raise LedgerUnavailable(f"ledger store unavailable ({what}): {first_line(exc)}") from None
 
     return wrapper
 
@@ -246,7 +240,7 @@ def commit_record(db: Database[Document], record: TransitionRecord) -> bool:
     except DuplicateKeyError:
         return False
     except InvalidDocument as exc:
-        raise InvalidBetData(record.bet_id, _first_line(exc)) from None
+        raise InvalidBetData(record.bet_id, first_line(exc)) from None
     return True
 
 

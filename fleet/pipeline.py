@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fleet.errors import PipelineError
+from fleet.errors import PipelineError, first_line
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 
@@ -220,18 +220,14 @@ def load_object(ref: str, error: type[PipelineError] | Any) -> Any:
             text = path.read_text()
             return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except (OSError, ValueError, yaml.YAMLError) as exc:
-            raise error(ref, [f"cannot read: {_first_line(exc)}"]) from None
+            raise error(ref, [f"cannot read: {first_line(exc)}"]) from None
     module_name, _, attribute = ref.partition(":")
     if not attribute:
         raise error(ref, ["expected a .yaml/.json file or module:attribute"])
     try:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
-        raise error(ref, [f"cannot import: {_first_line(exc)}"]) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise error(ref, [f"cannot import: {first_line(exc)}"]) from None
 
 
 def render_table(pipeline: Pipeline) -> str:

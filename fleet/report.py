@@ -37,6 +37,7 @@ from fleet.errors import (
     LedgerUnavailable,
     ProtocolError,
     UnknownStage,
+    first_line,
 )
 from fleet.ledger import parse_projection
 from fleet.pipeline import Pipeline, load_pipeline
@@ -73,18 +74,14 @@ def _reading(what: str) -> Iterator[None]:
     try:
         yield
     except _UNAVAILABLE as exc:
-        raise LedgerUnavailable(f"store unavailable reading {what}: {_first_line(exc)}") from None
+        raise LedgerUnavailable(f"store unavailable reading {what}: {first_line(exc)}") from None
     except PyMongoError as exc:
-        raise LedgerError(f"the store refused a read of {what}: {_first_line(exc)}") from None
+        raise LedgerError(f"the store refused a read of {what}: {first_line(exc)}") from None
 
 
 def _find(db: Database[Doc], collection: str, query: Doc, fields: list[str] | None = None) -> list[Doc]:
     with _reading(collection):
         return list(db[collection].find(query, fields))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _aware(value: object) -> datetime | None:
@@ -327,7 +324,7 @@ def queue_depths(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:
             pipe.llen(key)
         sizes = iter(pipe.execute())
     except redis.RedisError as exc:
-        raise BrokerUnavailable(f"cannot read queue lengths: {_first_line(exc)}") from None
+        raise BrokerUnavailable(f"cannot read queue lengths: {first_line(exc)}") from None
     return {name: sum(int(next(sizes)) for _ in PRIORITY_STEPS) for name in names}
 
 

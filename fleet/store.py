@@ -16,7 +16,7 @@ from pymongo.database import Database
 from pymongo.errors import ConfigurationError, InvalidURI, PyMongoError
 
 from fleet.constants import INDEXES
-from fleet.errors import BrokerUnavailable, LedgerUnavailable, SettingsError
+from fleet.errors import BrokerUnavailable, LedgerUnavailable, SettingsError, first_line
 from fleet.settings import Settings, mask_url
 
 Document = dict[str, object]
@@ -64,7 +64,7 @@ def ping_mongo(settings: Settings) -> str:
         info = client.server_info()
     except PyMongoError as exc:
         where = mask_url(settings.mongo_url)
-        raise LedgerUnavailable(f"FLEET_MONGO_URL: cannot reach {where}: {_short(exc)}") from None
+        raise LedgerUnavailable(f"FLEET_MONGO_URL: cannot reach {where}: {first_line(exc)}") from None
     return str(info.get("version", "?"))
 
 
@@ -76,7 +76,7 @@ def ensure_indexes(db: Database[Document]) -> None:
                 spec = [(field, ASCENDING if d == 1 else d) for field, d in keys]
                 db[collection].create_index(spec, name=name, unique=unique)
     except PyMongoError as exc:
-        raise LedgerUnavailable(f"cannot create indexes: {_short(exc)}") from None
+        raise LedgerUnavailable(f"cannot create indexes: {first_line(exc)}") from None
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -94,16 +94,10 @@ def ping_redis(settings: Settings) -> str:
         info = client.info("server")
     except redis.RedisError as exc:
         where = mask_url(settings.broker_url)
-        raise BrokerUnavailable(f"FLEET_BROKER_URL: cannot reach {where}: {_short(exc)}") from None
+        raise BrokerUnavailable(f"FLEET_BROKER_URL: cannot reach {where}: {first_line(exc)}") from None
     finally:
         client.close()
     return str(info.get("redis_version", "?"))
-
-
-def _short(exc: BaseException) -> str:
-    """First line of an exception, trimmed: pymongo's messages run to kilobytes."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
 
 
 def close_clients() -> None:
