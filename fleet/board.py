@@ -46,6 +46,7 @@ from pymongo.errors import (
 
 from fleet.constants import TASK_EVENTS, TASKS
 from fleet.errors import BoardError, CorruptTask, LedgerUnavailable, TaskClosed, UnknownTask, first_line
+from fleet.store import storage_problem
 
 Doc = dict[str, Any]
 
@@ -477,18 +478,7 @@ def _require(**values: str) -> None:
 
 
 def _check_storable(value: Any, where: str) -> None:
-    """Reject what FerretDB cannot store: keys with ``.`` or a leading ``$``, nested arrays."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str) or "." in key or key.startswith("$"):
-                raise BoardError(f"{where}: key {key!r} cannot be stored (no '.', no leading '$')")
-            _check_storable(item, f"{where}.{key}")
-    elif isinstance(value, list | tuple):
-        _check_items(value, where)
-
-
-def _check_items(items: Iterable[Any], where: str) -> None:
-    for index, item in enumerate(items):
-        if isinstance(item, list | tuple):
-            raise BoardError(f"{where}[{index}]: nested lists cannot be stored")
-        _check_storable(item, f"{where}[{index}]")
+    """Reject what FerretDB cannot store: keys with ``.`` or a leading ``$``, nested lists."""
+    problem = storage_problem(value, where)
+    if problem:
+        raise BoardError(f"cannot be stored: {problem}")

@@ -32,7 +32,7 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeou
 
 from fleet.constants import BETS, REFUSALS, TRANSITIONS
 from fleet.errors import CorruptBet, InvalidBetData, LedgerUnavailable, first_line
-from fleet.store import Document
+from fleet.store import Document, storage_problem
 
 #: The ``kind`` of a bet's first record (later records carry their edge's kind).
 CREATE_KIND = "create"
@@ -156,17 +156,9 @@ def bet_from_records(first: TransitionRecord, last: TransitionRecord) -> Bet:
 
 def check_storable(bet_id: str | None, value: Any, where: str) -> None:
     """Refuse keys and shapes FerretDB cannot store (``.``/``$`` keys, nested arrays)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str) or "." in key or key.startswith("$"):
-                problem = f"{where}: key {key!r} (keys are strings without '.' or a leading '$')"
-                raise InvalidBetData(bet_id, problem)
-            check_storable(bet_id, item, f"{where}.{key}")
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            if isinstance(item, list | tuple):
-                raise InvalidBetData(bet_id, f"{where}[{index}]: arrays may not nest directly")
-            check_storable(bet_id, item, f"{where}[{index}]")
+    problem = storage_problem(value, where)
+    if problem:
+        raise InvalidBetData(bet_id, problem)
 
 
 def _problem(exc: ValidationError) -> str:

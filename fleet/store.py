@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import redis
 from pymongo import ASCENDING, MongoClient
@@ -77,6 +79,28 @@ def ensure_indexes(db: Database[Document]) -> None:
                 db[collection].create_index(spec, name=name, unique=unique)
     except PyMongoError as exc:
         raise LedgerUnavailable(f"cannot create indexes: {first_line(exc)}") from None
+
+
+def storage_problem(value: Any, where: str) -> str | None:
+    """Why FerretDB cannot store ``value`` (``.``/``$`` keys, directly nested arrays), or None.
+
+    MongoDB accepts some of these; fleet refuses them everywhere so data stays portable.
+    """
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or "." in key or key.startswith("$"):
+                return f"{where}: key {key!r} (keys are strings without '.' or a leading '$')"
+            problem = storage_problem(item, f"{where}.{key}")
+            if problem:
+                return problem
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if isinstance(item, list | tuple):
+                return f"{where}[{index}]: arrays may not nest directly"
+            problem = storage_problem(item, f"{where}[{index}]")
+            if problem:
+                return problem
+    return None
 
 
 def redis_client(url: str) -> redis.Redis:
