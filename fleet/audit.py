@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -30,14 +29,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 
 from fleet.agents import Registry
 from fleet.board import Board, Origin
 from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, TRANSITIONS
-from fleet.errors import LedgerError, LedgerUnavailable, first_line
 from fleet.pipeline import Pipeline
 from fleet.protocols import LoadedProtocols, Protocols, version_known
+from fleet.store import reading
 
 Doc = dict[str, Any]
 
@@ -45,8 +43,6 @@ Doc = dict[str, Any]
 DEFAULT_AUDITOR = "operator"
 #: Heartbeat outcomes that leave a bet where it was: repeated, they mean oscillation.
 STUCK_OUTCOMES = frozenset({"deferred", "failed"})
-
-_UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
 
 
 class FindingKind(StrEnum):
@@ -580,19 +576,8 @@ def _from_heartbeat(beat: Doc, bet_id: str) -> list[Doc]:
 
 
 def _find(db: Database[Doc], collection: str, query: Doc, fields: list[str] | None = None) -> list[Doc]:
-    with _store(collection):
+    with reading(collection, source="audit"):
         return list(db[collection].find(query, fields))
-
-
-@contextmanager
-def _store(collection: str) -> Iterator[None]:
-    """Unreachable store -> :class:`LedgerUnavailable` (retry); anything else it refuses -> LedgerError."""
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise LedgerUnavailable(f"audit: store unavailable reading {collection}: {first_line(exc)}") from None
-    except PyMongoError as exc:
-        raise LedgerError(f"audit: the store refused a read of {collection}: {first_line(exc)}") from None
 
 
 def _when(doc: Doc, key: str) -> datetime | None:

@@ -37,23 +37,19 @@ from pymongo import DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
-    ConnectionFailure,
     DuplicateKeyError,
-    ExecutionTimeout,
     PyMongoError,
-    WTimeoutError,
 )
 
 from fleet.constants import TASK_EVENTS, TASKS
 from fleet.errors import BoardError, CorruptTask, LedgerUnavailable, TaskClosed, UnknownTask, first_line
-from fleet.store import storage_problem
+from fleet.store import UNAVAILABLE_ERRORS, storage_problem
 
 Doc = dict[str, Any]
 
 logger = logging.getLogger("fleet.board")
 
 #: Store failures that mean "briefly unreachable": retrying may help (as in :mod:`fleet.ledger`).
-_UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
 
 #: How many lost races a single change retries before giving up (each loss means someone won).
 RACE_ATTEMPTS = 32
@@ -380,7 +376,7 @@ def _store() -> Iterator[None]:
     """Translate store failures: unreachable -> :class:`LedgerUnavailable`, else :class:`BoardError`."""
     try:
         yield
-    except _UNAVAILABLE as exc:
+    except UNAVAILABLE_ERRORS as exc:
         raise LedgerUnavailable(f"task board store unavailable: {first_line(exc)}") from None
     except (PyMongoError, InvalidDocument) as exc:
         raise BoardError(f"task board: the store refused: {first_line(exc)}") from None

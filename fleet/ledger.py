@@ -28,17 +28,16 @@ from bson.errors import InvalidDocument
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, WTimeoutError
+from pymongo.errors import DuplicateKeyError
 
 from fleet.constants import BETS, REFUSALS, TRANSITIONS
 from fleet.errors import CorruptBet, InvalidBetData, LedgerUnavailable, first_line
-from fleet.store import Document, storage_problem
+from fleet.store import UNAVAILABLE_ERRORS, Document, storage_problem
 
 #: The ``kind`` of a bet's first record (later records carry their edge's kind).
 CREATE_KIND = "create"
 
 #: Store failures that mean "the store is briefly unreachable": retrying may help.
-_UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -217,7 +216,7 @@ def translated(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE_ERRORS as exc:
             what = func.__name__.strip("_").replace("_", " ")
             raise LedgerUnavailable(f"ledger store unavailable ({what}): {first_line(exc)}") from None
 

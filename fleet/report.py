@@ -12,7 +12,6 @@ from __future__ import annotations
 import shlex
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +21,6 @@ from kombu.transport.redis import PRIORITY_STEPS, Channel
 from pydantic import BaseModel, ConfigDict
 from pymongo import DESCENDING
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 
 from fleet import audit
 from fleet.agents import Registry, load_registry, resolve_handler
@@ -33,8 +31,6 @@ from fleet.errors import (
     BrokerUnavailable,
     CorruptBet,
     FleetError,
-    LedgerError,
-    LedgerUnavailable,
     ProtocolError,
     UnknownStage,
     first_line,
@@ -45,13 +41,12 @@ from fleet.protocols import LoadedProtocols, load_protocols
 from fleet.routing import queue_names
 from fleet.schedule import HourLoad, all_start_minutes, load_report, peak_running
 from fleet.settings import Settings, load_settings
-from fleet.store import ping_mongo, ping_redis
+from fleet.store import ping_mongo, ping_redis, reading
 
 Doc = dict[str, Any]
 T = TypeVar("T")
 
 #: Store failures that mean "briefly unreachable" (as in :mod:`fleet.ledger`).
-_UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
 
 #: How far back ``fleet status`` looks for the peak of concurrent heartbeats.
 PEAK_WINDOW = timedelta(hours=24)
@@ -68,19 +63,8 @@ class _Model(BaseModel):
 # --- store access ------------------------------------------------------------------
 
 
-@contextmanager
-def _reading(what: str) -> Iterator[None]:
-    """Unreachable store -> LedgerUnavailable; anything else it refuses -> LedgerError."""
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise LedgerUnavailable(f"store unavailable reading {what}: {first_line(exc)}") from None
-    except PyMongoError as exc:
-        raise LedgerError(f"the store refused a read of {what}: {first_line(exc)}") from None
-
-
 def _find(db: Database[Doc], collection: str, query: Doc, fields: list[str] | None = None) -> list[Doc]:
-    with _reading(collection):
+    with reading(collection):
         return list(db[collection].find(query, fields))
 
 
@@ -124,7 +108,7 @@ def require_stage(pipeline: Pipeline, stage: str) -> str:
 
 def bets_per_stage(db: Database[Doc], pipeline: Pipeline) -> list[StageCount]:
     """Bets per stage from the projection: every pipeline stage in order (zeros too), then strays."""
-    with _reading(BETS):
+    with reading(BETS):
         groups = db[BETS].aggregate([{"$group": {"_id": "$stage", "n": {"$sum": 1}}}])
         counts = {str(group["_id"]): int(group["n"]) for group in groups}
     rows = [
@@ -136,7 +120,7 @@ def bets_per_stage(db: Database[Doc], pipeline: Pipeline) -> list[StageCount]:
 def list_bets(db: Database[Doc], pipeline: Pipeline, stage: str | None, limit: int) -> list[BetRow]:
     """Up to ``limit`` bets (of ``stage``, if given), most recently moved first."""
     query: Doc = {} if stage is None else {"stage": require_stage(pipeline, stage)}
-    with _reading(BETS):
+    with reading(BETS):
         docs = list(db[BETS].find(query).sort([("updated_at", DESCENDING), ("_id", 1)]).limit(limit))
     return [_bet_row(doc) for doc in docs]
 
@@ -144,7 +128,7 @@ def list_bets(db: Database[Doc], pipeline: Pipeline, stage: str | None, limit: i
 def count_bets(db: Database[Doc], pipeline: Pipeline, stage: str | None) -> int:
     """How many bets there are (at ``stage``, if given)."""
     query: Doc = {} if stage is None else {"stage": require_stage(pipeline, stage)}
-    with _reading(BETS):
+    with reading(BETS):
         return db[BETS].count_documents(query)
 
 
@@ -180,7 +164,7 @@ def throughput(db: Database[Doc], minutes: float, now: datetime) -> Throughput:
     """Transitions and refusals in the last ``minutes`` before ``now``."""
     since = now - timedelta(minutes=minutes)
     kinds = Counter(str(doc.get("kind")) for doc in _find(db, TRANSITIONS, {"at": {"$gte": since}}, ["kind"]))
-    with _reading(REFUSALS):
+    with reading(REFUSALS):
         refused = db[REFUSALS].count_documents({"at": {"$gte": since}})
     return Throughput(
         minutes=minutes,
@@ -200,7 +184,7 @@ class RefusalSummary(_Model):
 
 def refusal_summary(db: Database[Doc], enforcer: Enforcer, limit: int) -> RefusalSummary:
     """The refusal count and the ``limit`` newest refusals."""
-    with _reading(REFUSALS):
+    with reading(REFUSALS):
         total = db[REFUSALS].count_documents({})
     return RefusalSummary(total=total, latest=enforcer.refusals(limit=limit))
 
@@ -260,7 +244,7 @@ def _str_or_none(value: object) -> str | None:
 
 def heartbeats_per_agent(db: Database[Doc], agents: Iterable[str]) -> list[AgentBeats]:
     """Per agent (in the order given): its heartbeat count and its latest heartbeat."""
-    with _reading(HEARTBEATS):
+    with reading(HEARTBEATS):
         groups = db[HEARTBEATS].aggregate([{"$group": {"_id": "$agent", "n": {"$sum": 1}}}])
         counts = {str(group["_id"]): int(group["n"]) for group in groups}
     return [
@@ -273,7 +257,7 @@ def _last_heartbeat(db: Database[Doc], agent: str, counts: dict[str, int]) -> He
     if not counts.get(agent):
         return None
     fields = {"bets": 0, "trace": 0}
-    with _reading(HEARTBEATS):
+    with reading(HEARTBEATS):
         doc = db[HEARTBEATS].find_one({"agent": agent}, fields, sort=[("started_at", DESCENDING)])
     return None if doc is None else heartbeat_summary(doc)
 
@@ -476,7 +460,7 @@ def board_tasks(db: Database[Doc], board: Board, include_closed: bool, limit: in
     """Open tasks (oldest first); with ``include_closed``, the ``limit`` newest tasks of any status."""
     if not include_closed:
         return board.open_tasks()[:limit]
-    with _reading(TASKS):
+    with reading(TASKS):
         ids = [doc["_id"] for doc in db[TASKS].find({}, ["_id"]).sort("created_at", DESCENDING).limit(limit)]
     return [board.get(str(task_id)) for task_id in ids]
 

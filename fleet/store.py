@@ -9,19 +9,44 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import redis
 from pymongo import ASCENDING, MongoClient
 from pymongo.database import Database
-from pymongo.errors import ConfigurationError, InvalidURI, PyMongoError
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    ExecutionTimeout,
+    InvalidURI,
+    PyMongoError,
+    WTimeoutError,
+)
 
 from fleet.constants import INDEXES
-from fleet.errors import BrokerUnavailable, LedgerUnavailable, SettingsError, first_line
+from fleet.errors import BrokerUnavailable, LedgerError, LedgerUnavailable, SettingsError, first_line
 from fleet.settings import Settings, mask_url
 
 Document = dict[str, object]
+
+#: pymongo errors meaning "the store is unreachable or too slow right now": transient, retry.
+UNAVAILABLE_ERRORS: tuple[type[PyMongoError], ...] = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+
+
+@contextmanager
+def reading(what: str, source: str = "") -> Iterator[None]:
+    """Translate store errors while ``source`` reads ``what``: unreachable ->
+    :class:`LedgerUnavailable` (transient), anything else refused -> :class:`LedgerError`."""
+    prefix = f"{source}: " if source else ""
+    try:
+        yield
+    except UNAVAILABLE_ERRORS as exc:
+        raise LedgerUnavailable(f"{prefix}store unavailable reading {what}: {first_line(exc)}") from None
+    except PyMongoError as exc:
+        raise LedgerError(f"{prefix}the store refused a read of {what}: {first_line(exc)}") from None
+
 
 #: How long a call waits for an unreachable server before giving up (ms).
 SERVER_TIMEOUT_MS = 5000
