@@ -9,6 +9,7 @@ command takes ``--json``. The queries behind the commands live in
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -684,7 +685,12 @@ def run_honcho(procfile: Path) -> int:
     # Ctrl-C must reach us even when started with SIGINT ignored (a background job); SIGTERM too.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
-    proc = subprocess.Popen(cmd)
+    # The Procfile says `celery ...`: put this interpreter's scripts first on PATH, so a fleet
+    # started as `.venv/bin/fleet up` runs the same installation without an activated venv.
+    scripts = str(Path(sys.executable).parent)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    )
     stopping = False
     while True:
         try:

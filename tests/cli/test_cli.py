@@ -457,18 +457,17 @@ def test_doctor_probe_reaches_a_running_worker(db: Database[Document], start_wor
 def test_up_runs_the_procfile_until_ctrl_c(
     db: Database[Document], redis: redis_lib.Redis, tmp_path: Path
 ) -> None:
-    # Given a Procfile with one worker (the services already run: their URLs are set)
+    # Given a Procfile with one worker written as in the real one (a bare `celery`), and a PATH
+    # without the virtualenv (the services already run: their URLs are set)
     procfile = tmp_path / "Procfile"
-    worker = (
-        f"{sys.executable} -m celery -A fleet worker -Q ops -c 1 -n up@%h --without-gossip --without-mingle"
-    )
+    worker = "celery -A fleet worker -Q ops -c 1 -n up@%h --without-gossip --without-mingle"
     procfile.write_text(f"ops: {worker} -l INFO\n")
     log = tmp_path / "up.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fleet.cli", "up", "--procfile", str(procfile)],
             cwd=ROOT,
-            env=cli_env(),
+            env={**cli_env(), "PATH": "/usr/bin:/bin"},
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
@@ -484,6 +483,7 @@ def test_up_runs_the_procfile_until_ctrl_c(
     # Then honcho stopped the worker, and the command says how to stop the services
     output = log.read_text()
     assert proc.returncode == 0, output
+    assert "ready." in output, output
     assert "ops.1 stopped" in output and "fleet services down" in output
     assert "Traceback" not in output
 
