@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from bson.errors import InvalidDocument
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -53,6 +53,9 @@ logger = logging.getLogger("fleet.board")
 
 #: How many lost races a single change retries before giving up (each loss means someone won).
 RACE_ATTEMPTS = 32
+
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class TaskStatus(StrEnum):
@@ -451,20 +454,21 @@ def _first_problem(exc: ValidationError) -> str:
 # --- argument checks ---------------------------------------------------------------
 
 
-def _origin(origin: Origin | str) -> Origin:
+def _choice(kind: type[E], value: E | str, what: str) -> E:
+    """``value`` as a member of the enum ``kind``, or one BoardError listing the known ones."""
     try:
-        return Origin(origin)
+        return kind(value)
     except ValueError:
-        known = ", ".join(o.value for o in Origin)
-        raise BoardError(f"unknown task origin {origin!r} (known: {known})") from None
+        known = ", ".join(member.value for member in kind)
+        raise BoardError(f"unknown task {what} {value!r} (known: {known})") from None
+
+
+def _origin(origin: Origin | str) -> Origin:
+    return _choice(Origin, origin, "origin")
 
 
 def _status(status: TaskStatus | str) -> TaskStatus:
-    try:
-        return TaskStatus(status)
-    except ValueError:
-        known = ", ".join(s.value for s in TaskStatus)
-        raise BoardError(f"unknown task status {status!r} (known: {known})") from None
+    return _choice(TaskStatus, status, "status")
 
 
 def _require(**values: str) -> None:
