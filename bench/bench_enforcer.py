@@ -84,7 +84,7 @@ def raw_updates(count: int) -> int:
 
 
 def create_bets(count: int) -> list[str]:
-    from fleet.enforcer import Enforcer
+    from fleet.ledger import Enforcer
 
     pipeline = _pipeline()
     enforcer = Enforcer(_db(), pipeline)
@@ -93,7 +93,7 @@ def create_bets(count: int) -> list[str]:
 
 def advance_bets(bet_ids: list[str]) -> int:
     """Walk every bet along the advance path; return how many transitions were committed."""
-    from fleet.enforcer import Enforcer
+    from fleet.ledger import Enforcer
 
     pipeline = _pipeline()
     enforcer = Enforcer(_db(), pipeline)
@@ -145,7 +145,7 @@ def report(label: str, count: int, seconds: float, baseline: float | None = None
 
 
 def run() -> dict[str, float]:
-    from fleet.enforcer import Enforcer
+    from fleet.ledger import Enforcer
     from fleet.store import ensure_indexes
 
     db = _db()

@@ -55,7 +55,7 @@ def _drain(env: dict[str, str], concurrency: int, log: Path) -> float:
     from bench.fleetdef import GATES, STAGES
     from fleet.agents import load_registry
     from fleet.celery_app import make_app
-    from fleet.enforcer import Enforcer
+    from fleet.ledger import Enforcer
     from fleet.settings import load_settings
     from fleet.store import database, ensure_indexes
 

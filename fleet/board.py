@@ -25,25 +25,23 @@ and the only atomic primitive is an insert into a unique index:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from bson.errors import InvalidDocument
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo import DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
     DuplicateKeyError,
-    PyMongoError,
 )
 
 from fleet.constants import TASK_EVENTS, TASKS
-from fleet.errors import BoardError, CorruptTask, LedgerUnavailable, TaskClosed, UnknownTask, first_line
-from fleet.store import UNAVAILABLE_ERRORS, storage_problem
+from fleet.errors import BoardError, CorruptTask, TaskClosed, UnknownTask, validation_problem
+from fleet.store import clock, storage_problem, translated
 
 Doc = dict[str, Any]
 
@@ -135,11 +133,6 @@ class TaskEvent(BaseModel):
     at: datetime
 
 
-def _utcnow() -> datetime:
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)  # the store keeps milliseconds
-
-
 def task_id_for(dedupe_key: str, generation: int) -> str:
     """The ``_id`` of the ``generation``-th task filed for ``dedupe_key``."""
     return f"{dedupe_key}#{generation}"
@@ -152,10 +145,10 @@ def _event_id(task_id: str, seq: int) -> str:
 class Board:
     """The task board over the shared database; safe to use from many processes at once."""
 
-    def __init__(self, db: Database[Doc], *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, db: Database[Doc], *, now: Callable[[], datetime] | None = None) -> None:
         self._tasks: Collection[Doc] = db[TASKS]
         self._events: Collection[Doc] = db[TASK_EVENTS]
-        self._clock = clock
+        self._clock = now or clock(db).now  # the store's clock: events compare across hosts
 
     # --- filing -------------------------------------------------------------------
 
@@ -374,15 +367,9 @@ class Board:
             collection.update_one(query, update)
 
 
-@contextmanager
-def _store() -> Iterator[None]:
-    """Translate store failures: unreachable -> :class:`LedgerUnavailable`, else :class:`BoardError`."""
-    try:
-        yield
-    except UNAVAILABLE_ERRORS as exc:
-        raise LedgerUnavailable(f"task board store unavailable: {first_line(exc)}") from None
-    except (PyMongoError, InvalidDocument) as exc:
-        raise BoardError(f"task board: the store refused: {first_line(exc)}") from None
+def _store() -> AbstractContextManager[None]:
+    """Translate store failures: unreachable -> LedgerUnavailable, else :class:`BoardError`."""
+    return translated("task board", refused=BoardError)
 
 
 # --- documents ---------------------------------------------------------------------
@@ -433,7 +420,7 @@ def _parse_task(doc: Doc) -> Task:
     try:
         return Task.model_validate({**doc, "task_id": task_id})
     except ValidationError as exc:
-        raise CorruptTask(task_id, _first_problem(exc)) from None
+        raise CorruptTask(task_id, validation_problem(exc)) from None
 
 
 def _parse_event(doc: Doc) -> TaskEvent:
@@ -441,14 +428,7 @@ def _parse_event(doc: Doc) -> TaskEvent:
         return TaskEvent.model_validate(doc)
     except ValidationError as exc:
         task_id = str(doc.get("task_id", doc.get("_id")))
-        raise CorruptTask(task_id, f"event {doc.get('_id')!r}: {_first_problem(exc)}") from None
-
-
-def _first_problem(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "(top)"
-    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {error['msg']}{more}"
+        raise CorruptTask(task_id, f"event {doc.get('_id')!r}: {validation_problem(exc)}") from None
 
 
 # --- argument checks ---------------------------------------------------------------

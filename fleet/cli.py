@@ -40,8 +40,8 @@ from fleet.agents import Registry, get_registry
 from fleet.audit import file_findings
 from fleet.board import Board, Origin
 from fleet.constants import HEARTBEAT_TASK, PROBE_TASK, PROBES
-from fleet.enforcer import Enforcer
 from fleet.errors import BadArgument, BrokerUnavailable, FleetError, first_line
+from fleet.ledger import Enforcer
 from fleet.logs import format_actions
 from fleet.protocols import load_protocols
 from fleet.routing import route_task

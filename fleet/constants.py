@@ -26,17 +26,22 @@ TASK_EVENTS: Final = "task_events"
 #: End-to-end probes: a worker writes one when it runs `fleet.probe` (doctor, smoke test).
 PROBES: Final = "probes"
 
+#: Every collection fleet owns (indexes are created for each, even those without one).
+COLLECTIONS: Final = (BETS, TRANSITIONS, REFUSALS, HEARTBEATS, CLAIMS, FAILURES, TASKS, TASK_EVENTS, PROBES)
+
 #: Index definitions per collection: (name, [(field, direction)], unique).
-#: Only plain ascending indexes: FerretDB v1 has no TTL and ignores ``sparse``.
+#: Only plain ascending indexes: FerretDB v1 has no TTL and ignores ``sparse``. On FerretDB
+#: only ``_id`` lookups use an index (see fleet.store.indexes); these serve real MongoDB.
 INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
-    BETS: [("stage_seq", [("stage", 1), ("seq", 1)], False)],
+    # Candidates: bets at a stage, least recently attempted first.
+    BETS: [("stage_attempted", [("stage", 1), ("attempted_at", 1), ("_id", 1)], False)],
     TRANSITIONS: [
         ("bet_seq", [("bet_id", 1), ("seq", 1)], True),
         ("at", [("at", 1)], False),
     ],
-    REFUSALS: [("bet_at", [("bet_id", 1), ("at", 1)], False)],
+    REFUSALS: [("bet_at", [("bet_id", 1), ("at", 1)], False), ("agent_at", [("agent", 1), ("at", 1)], False)],
     HEARTBEATS: [("agent_started", [("agent", 1), ("started_at", 1)], False)],
-    CLAIMS: [("bet_seq", [("bet_id", 1), ("seq", 1)], False)],
+    CLAIMS: [("bet_seq", [("bet_id", 1), ("seq", 1)], False), ("claimed_at", [("claimed_at", 1)], False)],
     FAILURES: [("bet_seq", [("bet_id", 1), ("seq", 1)], False)],
     TASKS: [
         ("assignee_status", [("assignee", 1), ("status", 1)], False),
@@ -47,6 +52,14 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
         ("task_seq", [("task_id", 1), ("seq", 1)], False),
     ],
 }
+
+#: Collections pruned by age alone, and their time field: TTL indexes on MongoDB.
+TTL_FIELDS: Final = {HEARTBEATS: "started_at", REFUSALS: "at", PROBES: "at"}
+
+#: The expression FerretDB v1.24's SQLite backend filters ``_id`` with, and the suffix of the
+#: index fleet adds on it (see fleet.store.indexes).
+SQLITE_ID_EXPRESSION: Final = "_ferretdb_sjson->'$._id'"
+SQLITE_ID_INDEX: Final = "_fleet_id"
 
 # --- Redis keys -------------------------------------------------------------------
 #: One heartbeat per agent at a time across all workers.

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tenacity import (
@@ -24,14 +24,14 @@ from tenacity import (
 )
 
 from fleet.errors import ExternalCallFailed, TransientError
+from fleet.store import clock
 
 if TYPE_CHECKING:
     from pymongo.database import Database
 
     from fleet.agents import AgentSpec, Registry
     from fleet.board import Board, Task
-    from fleet.enforcer import Enforcer
-    from fleet.ledger import Bet
+    from fleet.ledger import Bet, Enforcer
     from fleet.protocols import LoadedProtocols
 
 T = TypeVar("T")
@@ -97,7 +97,7 @@ class HeartbeatContext:
 
     @property
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return clock(self.db).now()  # the store's clock: SLA ages agree across hosts
 
     def log(self, event: str, **details: Any) -> None:
         """Add a line to the decision trace (kept only in debug mode)."""

@@ -32,8 +32,8 @@ from fleet import report
 from fleet import services as svc
 from fleet.agents import Registry, get_registry
 from fleet.constants import HEARTBEATS, REFUSALS, TRANSITIONS
-from fleet.enforcer import Enforcer
 from fleet.errors import TransitionRefused
+from fleet.ledger import Enforcer
 from fleet.logs import format_actions
 from fleet.schedule import load_report, peak_running
 from fleet.settings import Settings, get_settings, mask_url

@@ -11,6 +11,7 @@ Both tenacity policies and Celery's ``autoretry_for`` are driven from that split
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 
 class FleetError(Exception):
@@ -238,6 +239,18 @@ class CorruptTask(BoardError):
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """An exception as one short line: pymongo's and redis' messages run to kilobytes."""
     return (str(exc).splitlines() or [type(exc).__name__])[0][:limit]
+
+
+def validation_problems(exc: Any) -> list[str]:
+    """Every problem of a pydantic ``ValidationError`` as ``"where: message"``."""
+    return [f"{'.'.join(str(part) for part in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
+
+
+def validation_problem(exc: Any) -> str:
+    """The first problem of a pydantic ``ValidationError``, and how many more there are."""
+    problems = validation_problems(exc)
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{problems[0]}{more}"
 
 
 #: Errors worth retrying, for tenacity and Celery's ``autoretry_for`` alike.

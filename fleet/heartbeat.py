@@ -24,15 +24,13 @@ from typing import Any
 
 import redis
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from fleet import logs
 from fleet.agents import AgentSpec, Registry, get_registry, resolve_handler
 from fleet.board import Board, Task
-from fleet.claims import Claims, record_failure
 from fleet.constants import HEARTBEATS
 from fleet.context import BetContext, Decision, HeartbeatContext
-from fleet.enforcer import Enforcer
 from fleet.errors import (
     CorruptBet,
     ExternalCallFailed,
@@ -42,14 +40,14 @@ from fleet.errors import (
     TaskClosed,
     TransientError,
     TransitionRefused,
-    first_line,
 )
-from fleet.ledger import Bet
+from fleet.ledger import Bet, Enforcer
+from fleet.ledger.claims import Claims, record_failure
 from fleet.locks import agent_lock
 from fleet.pipeline import Kind
 from fleet.protocols import LoadedProtocols, load_protocols
 from fleet.settings import Settings, get_settings
-from fleet.store import database, redis_client
+from fleet.store import clock, database, ensure_indexes, redis_client, translated
 
 #: Threads per process for ``ctx.gather`` (independent lookups inside one heartbeat).
 LOOKUP_THREADS = 8
@@ -81,6 +79,7 @@ class Runtime:
         settings = settings or get_settings()
         registry = registry or get_registry()
         db = database(settings)
+        ensure_indexes(db, settings)  # before this process takes its first task (idempotent)
         return cls(
             settings=settings,
             registry=registry,
@@ -152,7 +151,7 @@ def run_heartbeat(
         heartbeat_id=heartbeat_id or uuid.uuid4().hex,
         agent=agent,
         reason=reason,
-        started_at=datetime.now(UTC),
+        started_at=clock(runtime.db).now(),
         spec_protocol_version=spec.protocol_version,
     )
     debug = debug or runtime.settings.debug
@@ -316,6 +315,7 @@ def _commit(runtime: Runtime, ctx: HeartbeatContext, bet: Bet, decision: Any) ->
     if not isinstance(decision, Decision):
         raise TypeError(f"handler returned {type(decision).__name__}, expected Decision")
     if decision.to_stage is None:
+        runtime.enforcer.ledger.touch(bet)  # to the back of the stage's queue: newer bets get a turn
         ctx.log("deferred", bet=bet.bet_id, verdict=decision.verdict)
         return {"outcome": "deferred", "verdict": decision.verdict}
     moved = runtime.enforcer.advance(
@@ -327,6 +327,7 @@ def _commit(runtime: Runtime, ctx: HeartbeatContext, bet: Bet, decision: Any) ->
         evidence=decision.evidence,
         heartbeat_id=ctx.heartbeat_id,
         stamp=ctx.protocols.stamp,
+        view=bet,
     )
     edge = runtime.registry.pipeline.edge(bet.stage, moved.stage)
     kind = OUTCOME_BY_KIND[edge.kind] if edge else "advanced"
@@ -337,6 +338,7 @@ def _commit(runtime: Runtime, ctx: HeartbeatContext, bet: Bet, decision: Any) ->
 def _failed(runtime: Runtime, ctx: HeartbeatContext, bet: Bet, error: str) -> dict[str, Any]:
     """Leave the bet where it is and count a failure on it: a failed call is not a failed task."""
     record_failure(runtime.db, bet.bet_id, bet.seq, ctx.agent, ctx.heartbeat_id, error)
+    runtime.enforcer.ledger.touch(bet)
     ctx.log("failed", bet=bet.bet_id, error=error)
     return {"outcome": "failed", "error": error}
 
@@ -361,12 +363,15 @@ def _renewing(claims: Claims, ttl: timedelta) -> Iterator[None]:
 
 
 def _finish(runtime: Runtime, record: HeartbeatRecord) -> None:
-    record.finished_at = datetime.now(UTC)
+    record.finished_at = clock(runtime.db).now()
     logs.emit(record.line(), record.trace)
-    try:
-        runtime.db[HEARTBEATS].replace_one({"_id": record.heartbeat_id}, record.to_doc(), upsert=True)
-    except PyMongoError as exc:
-        raise LedgerUnavailable(f"heartbeat record: {first_line(exc)}") from None
+    doc = record.to_doc()
+    with translated("heartbeat record"):
+        try:
+            runtime.db[HEARTBEATS].insert_one(doc)  # an insert: its cost does not grow with history
+        except DuplicateKeyError:
+            # The same heartbeat ran before (a retry or a redelivery): its last run's record wins.
+            runtime.db[HEARTBEATS].replace_one({"_id": record.heartbeat_id}, doc)
 
 
 __all__ = ["HeartbeatRecord", "LoadedProtocols", "Runtime", "get_runtime", "run_heartbeat"]

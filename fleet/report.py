@@ -26,7 +26,6 @@ from fleet import audit
 from fleet.agents import Registry, load_registry, resolve_handler
 from fleet.board import Board, Task
 from fleet.constants import BETS, HEARTBEATS, REFUSALS, TASKS, TRANSITIONS
-from fleet.enforcer import Enforcer
 from fleet.errors import (
     BrokerUnavailable,
     CorruptBet,
@@ -35,7 +34,8 @@ from fleet.errors import (
     UnknownStage,
     first_line,
 )
-from fleet.ledger import parse_projection
+from fleet.ledger import Enforcer
+from fleet.ledger.records import parse_projection
 from fleet.pipeline import Pipeline, load_pipeline
 from fleet.protocols import LoadedProtocols, load_protocols
 from fleet.routing import queue_names

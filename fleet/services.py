@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fleet.constants import FERRETDB_MODULE, FERRETDB_VERSION
 from fleet.errors import ServiceError
-from fleet.settings import LOCAL_MONGO_PORT, LOCAL_REDIS_PORT, Settings
+from fleet.settings import LOCAL_MONGO_PORT, LOCAL_REDIS_PORT, Settings, ferretdb_data_dir
 
 #: How long a freshly started service may take to accept connections (s).
 START_TIMEOUT = 30.0
@@ -150,7 +150,7 @@ def start_redis(service: Service) -> int:
 def start_ferretdb(service: Service) -> int:
     """Start FerretDB v1 with its SQLite backend on loopback."""
     binary = ferretdb_binary(service.bin_dir)
-    data = (service.dir / "data").resolve()
+    data = ferretdb_data_dir(service.home)
     data.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(binary),
@@ -285,5 +285,6 @@ def isolated(prefix: str, bin_dir: Path, db_name: str) -> tuple[list[Service], d
         "FLEET_MONGO_URL": f"mongodb://127.0.0.1:{mongo_svc.port}/",
         "FLEET_MONGO_DB": db_name,
         "FLEET_HOME": str(home),
+        "FLEET_STORE_SQLITE_DIR": str(ferretdb_data_dir(home)),
     }
     return services, env

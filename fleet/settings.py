@@ -13,6 +13,8 @@
 | FLEET_DAY_SECONDS      | 86400                            | length of one schedule "day"; 120 replays a day in 2 minutes |
 | FLEET_SIM_FAILURE_RATE | 0.0                              | share of simulated external calls that fail (demo) |
 | FLEET_SIM_LATENCY_S    | 0.05                             | latency of one simulated lookup (demo handlers) |
+| FLEET_STORE_SQLITE_DIR | (the local FerretDB's data folder) | SQLite folder of the FerretDB in use, so fleet can index it; unset for MongoDB |
+| FLEET_RETENTION_DAYS   | 14                               | claims, heartbeats, refusals, failures, task events and probes older than this are pruned |
 | FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
 | FLEET_FLOWER_PASSWORD  | fleet                            | Flower basic-auth password; change it outside a laptop |
@@ -51,6 +53,8 @@ class Settings(BaseSettings):
     day_seconds: float = Field(default=86400.0, gt=0)
     sim_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     sim_latency_s: float = Field(default=0.05, ge=0.0, le=60.0)
+    store_sqlite_dir: Path | None = None
+    retention_days: float = Field(default=14.0, gt=0, le=3650)
     flower_port: int = Field(default=5555, gt=0, lt=65536)
     flower_user: str = "fleet"
     flower_password: str = "fleet"
@@ -75,9 +79,21 @@ class Settings(BaseSettings):
         return "mongo_url" not in self.model_fields_set
 
     @property
+    def sqlite_dir(self) -> Path | None:
+        """The SQLite folder of the FerretDB in use, when fleet knows it (see fleet.store.indexes)."""
+        if self.store_sqlite_dir is not None:
+            return self.store_sqlite_dir
+        return ferretdb_data_dir(self.home) if self.local_mongo else None
+
+    @property
     def local_redis(self) -> bool:
         """True when the project should start its own Redis (no URL was given)."""
         return "broker_url" not in self.model_fields_set
+
+
+def ferretdb_data_dir(home: Path) -> Path:
+    """Where the local FerretDB under ``home`` keeps its SQLite files."""
+    return (home / "services" / "ferretdb" / "data").resolve()
 
 
 def mask_url(url: str) -> str:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fleet.enforcer import Enforcer
+from fleet.ledger import Enforcer
 from fleet.pipeline import load_pipeline
 from fleet.services import free_port, port_open
 from fleet.settings import load_settings

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from fleet.agents import Registry, get_registry
 from fleet.cli import app
-from fleet.enforcer import Enforcer
+from fleet.ledger import Enforcer
 from fleet.store import Document
 
 from ..conftest import ROOT

@@ -23,10 +23,9 @@ from pymongo.database import Database
 from fleet.agents import Registry
 from fleet.board import Board, Origin
 from fleet.constants import HEARTBEATS, TRANSITIONS
-from fleet.enforcer import Enforcer
 from fleet.errors import NotOwner
 from fleet.heartbeat import Runtime, run_heartbeat
-from fleet.ledger import ProtocolStamp
+from fleet.ledger import Enforcer, ProtocolStamp
 from fleet.protocols import PROTOCOLS_FILENAME
 from fleet.store import Document
 

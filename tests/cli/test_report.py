@@ -11,7 +11,7 @@ from pymongo.database import Database
 from fleet import report
 from fleet.agents import Registry
 from fleet.constants import BETS, HEARTBEATS, TRANSITIONS
-from fleet.enforcer import Enforcer
+from fleet.ledger import Enforcer
 from fleet.store import Document
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from typing import Any
 
 
 def _enforcer(pipeline_data: dict[str, Any]) -> Any:
-    from fleet.enforcer import Enforcer
+    from fleet.ledger import Enforcer
     from fleet.pipeline import validate_pipeline
     from fleet.settings import get_settings
     from fleet.store import database
@@ -18,23 +18,24 @@ def _enforcer(pipeline_data: dict[str, Any]) -> Any:
 
 def advance_then_die(pipeline_data: dict[str, Any], bet_id: str, to_stage: str, agent: str, seq: int) -> None:
     """Run the first half of ``Enforcer.advance`` (checks, then the commit insert), then SIGKILL."""
+    from fleet.ledger.enforcer import _Attempt
+
     enforcer = _enforcer(pipeline_data)
-    record = enforcer._plan_advance(
-        bet_id, to_stage, agent, seq, verdict="crash", evidence=None, heartbeat_id="hb-crash", stamp=None
-    )
-    if not enforcer._commit_record(record):
+    attempt = _Attempt(bet_id, agent, to_stage, seq, "hb-crash", None)
+    record = enforcer._plan_advance(attempt, "crash", None, None)
+    if not enforcer.ledger.commit(record):
         raise SystemExit(3)  # the parent checks the exit status: this is not the crash it wants
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def create_then_die(pipeline_data: dict[str, Any], bet_id: str, agent: str) -> None:
     """Commit a bet's creation record the way ``Enforcer.create_bet`` does, then SIGKILL."""
-    from fleet.enforcer import _Attempt
     from fleet.ledger import CREATE_KIND
+    from fleet.ledger.enforcer import _Attempt
 
     enforcer = _enforcer(pipeline_data)
     attempt = _Attempt(bet_id, agent, enforcer.pipeline.initial_stage, None, "hb-crash", None)
     record = enforcer._new_record(attempt, bet_id, 0, None, CREATE_KIND, "created", None, {"k": 1})
-    if not enforcer._commit_record(record):
+    if not enforcer.ledger.commit(record):
         raise SystemExit(3)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -19,7 +19,7 @@ def race(
     Even racers try the advance edge and odd ones the kill edge (both owned by the same
     agent), so each round is also a contest between two different target stages.
     """
-    from fleet.enforcer import Enforcer
+    from fleet.ledger import Enforcer
     from fleet.pipeline import validate_pipeline
     from fleet.settings import get_settings
     from fleet.store import database

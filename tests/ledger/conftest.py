@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pymongo.database import Database
 
-from fleet.enforcer import Enforcer
+from fleet.ledger import Enforcer
 from fleet.pipeline import Pipeline, validate_pipeline
 from fleet.store import Document
 

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 from fleet.constants import BETS, TRANSITIONS
-from fleet.enforcer import Enforcer
 from fleet.errors import StaleBet
-from fleet.ledger import Bet
+from fleet.ledger import Bet, Enforcer
 
 from . import _crasher
 from .pipelines import small

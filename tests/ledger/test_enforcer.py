@@ -14,7 +14,6 @@ from pymongo.database import Database
 
 from fleet import services as svc
 from fleet.constants import BETS, TRANSITIONS
-from fleet.enforcer import Enforcer
 from fleet.errors import (
     CorruptBet,
     DuplicateBet,
@@ -26,7 +25,7 @@ from fleet.errors import (
     StaleBet,
     UnknownBet,
 )
-from fleet.ledger import Bet, ProtocolStamp
+from fleet.ledger import Bet, Enforcer, ProtocolStamp
 from fleet.pipeline import load_pipeline
 from fleet.store import Document
 

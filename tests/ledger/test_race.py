@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 from fleet.constants import REFUSALS, TRANSITIONS
-from fleet.enforcer import Enforcer
 from fleet.errors import StaleBet
+from fleet.ledger import Enforcer
 
 from . import _racer
 from .pipelines import small

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from fleet import heartbeat
 from fleet.board import Board, Task
-from fleet.claims import Claims
 from fleet.constants import AGENT_LOCK_KEY, CLAIMS, FAILURES, HEARTBEATS, TASKS, TRANSITIONS
 from fleet.heartbeat import run_heartbeat
+from fleet.ledger.claims import Claims
 from fleet.locks import agent_lock
 
 from ..conftest import wait_for

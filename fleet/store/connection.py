@@ -9,44 +9,21 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis
-from pymongo import ASCENDING, MongoClient
+from pymongo import MongoClient
 from pymongo.database import Database
-from pymongo.errors import (
-    ConfigurationError,
-    ConnectionFailure,
-    ExecutionTimeout,
-    InvalidURI,
-    PyMongoError,
-    WTimeoutError,
-)
+from pymongo.errors import ConfigurationError, InvalidURI, PyMongoError
 
-from fleet.constants import INDEXES
-from fleet.errors import BrokerUnavailable, LedgerError, LedgerUnavailable, SettingsError, first_line
+from fleet.errors import BrokerUnavailable, LedgerUnavailable, SettingsError, first_line
 from fleet.settings import Settings, mask_url
+from fleet.store.clock import StoreClock
+from fleet.store.errors import translated
 
 Document = dict[str, object]
-
-#: pymongo errors meaning "the store is unreachable or too slow right now": transient, retry.
-UNAVAILABLE_ERRORS: tuple[type[PyMongoError], ...] = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
-
-
-@contextmanager
-def reading(what: str, source: str = "") -> Iterator[None]:
-    """Translate store errors while ``source`` reads ``what``: unreachable ->
-    :class:`LedgerUnavailable` (transient), anything else refused -> :class:`LedgerError`."""
-    prefix = f"{source}: " if source else ""
-    try:
-        yield
-    except UNAVAILABLE_ERRORS as exc:
-        raise LedgerUnavailable(f"{prefix}store unavailable reading {what}: {first_line(exc)}") from None
-    except PyMongoError as exc:
-        raise LedgerError(f"{prefix}the store refused a read of {what}: {first_line(exc)}") from None
-
 
 #: How long a call waits for an unreachable server before giving up (ms).
 SERVER_TIMEOUT_MS = 5000
@@ -84,6 +61,47 @@ def database(settings: Settings) -> Database[Document]:
     return _cached_client(settings.mongo_url)[settings.mongo_db]
 
 
+_CLOCKS: dict[int, StoreClock] = {}
+
+
+def clock(db: Database[Document]) -> StoreClock:
+    """The store's clock for ``db``'s server (one per client)."""
+    key = id(db.client)
+    found = _CLOCKS.get(key)
+    if found is None:
+        found = _CLOCKS[key] = StoreClock(db.client)
+    return found
+
+
+@dataclass(frozen=True)
+class StoreKind:
+    """What the server behind a client is, as far as fleet's choices depend on it."""
+
+    ferretdb: bool
+    replica_set: bool
+    version: str
+
+
+_KINDS: dict[int, StoreKind] = {}
+
+
+def store_kind(db: Database[Document]) -> StoreKind:
+    """FerretDB or MongoDB, replica set or not (asked once per client)."""
+    key = id(db.client)
+    found = _KINDS.get(key)
+    if found is None:
+        with translated("asking the store what it is"):
+            build = db.client.admin.command("buildInfo")
+            hello = db.client.admin.command("hello")
+        found = StoreKind(
+            ferretdb="ferretdbVersion" in build,
+            replica_set="setName" in hello,
+            version=str(build.get("ferretdbVersion") or build.get("version", "?")),
+        )
+        _KINDS[key] = found
+    return found
+
+
 def ping_mongo(settings: Settings) -> str:
     """Check the store answers; return its server version or raise :class:`LedgerUnavailable`."""
     client = _cached_client(settings.mongo_url)
@@ -93,17 +111,6 @@ def ping_mongo(settings: Settings) -> str:
         where = mask_url(settings.mongo_url)
         raise LedgerUnavailable(f"FLEET_MONGO_URL: cannot reach {where}: {first_line(exc)}") from None
     return str(info.get("version", "?"))
-
-
-def ensure_indexes(db: Database[Document]) -> None:
-    """Create every index fleet relies on (idempotent)."""
-    try:
-        for collection, indexes in INDEXES.items():
-            for name, keys, unique in indexes:
-                spec = [(field, ASCENDING if d == 1 else d) for field, d in keys]
-                db[collection].create_index(spec, name=name, unique=unique)
-    except PyMongoError as exc:
-        raise LedgerUnavailable(f"cannot create indexes: {first_line(exc)}") from None
 
 
 def storage_problem(value: Any, where: str) -> str | None:
@@ -155,6 +162,8 @@ def close_clients() -> None:
         if pid == os.getpid():
             client.close()
     _CLIENTS.clear()
+    _CLOCKS.clear()
+    _KINDS.clear()
 
 
 atexit.register(close_clients)
