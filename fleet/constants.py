@@ -79,3 +79,6 @@ OPS_QUEUE: Final = "ops"
 # --- local services ---------------------------------------------------------------
 FERRETDB_MODULE: Final = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION: Final = "v1.24.2"
+
+#: Largest protocols file fleet reads (checked before parsing; a real one is a few KiB).
+MAX_PROTOCOLS_BYTES: Final = 1024 * 1024
