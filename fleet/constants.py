@@ -23,11 +23,15 @@ FAILURES: Final = "bet_failures"
 #: The task board and each task's history.
 TASKS: Final = "tasks"
 TASK_EVENTS: Final = "task_events"
+#: Usage an agent reported (tokens in/out, cost) per call, for budgets and spend per day.
+USAGE: Final = "usage"
 #: End-to-end probes: a worker writes one when it runs `fleet.probe` (doctor, smoke test).
 PROBES: Final = "probes"
 
 #: Every collection fleet owns (indexes are created for each, even those without one).
-COLLECTIONS: Final = (BETS, TRANSITIONS, REFUSALS, HEARTBEATS, CLAIMS, FAILURES, TASKS, TASK_EVENTS, PROBES)
+COLLECTIONS: Final = (
+    BETS, TRANSITIONS, REFUSALS, HEARTBEATS, CLAIMS, FAILURES, TASKS, TASK_EVENTS, PROBES, USAGE,
+)  # fmt: skip
 
 #: Index definitions per collection: (name, [(field, direction)], unique).
 #: Only plain ascending indexes: FerretDB v1 has no TTL and ignores ``sparse``. On FerretDB
@@ -47,6 +51,7 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
         ("assignee_status", [("assignee", 1), ("status", 1)], False),
         ("dedupe_generation", [("dedupe_key", 1), ("generation", 1)], False),
     ],
+    USAGE: [("agent_at", [("agent", 1), ("at", 1)], False)],
     TASK_EVENTS: [
         ("task_at", [("task_id", 1), ("at", 1)], False),
         ("task_seq", [("task_id", 1), ("seq", 1)], False),

@@ -18,6 +18,11 @@
 | FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
 | FLEET_FLOWER_PASSWORD  | fleet                            | Flower basic-auth password; change it outside a laptop |
+| FLEET_MCP_SECRET       | (unset: `fleet mcp` and `fleet token` refuse to run) | HMAC key signing agent tokens; never logged or printed |
+| FLEET_MCP_KEY_ID       | k1                               | id of the current signing key; change it with the secret to rotate (older tokens stop working) |
+| FLEET_MCP_HOST         | 127.0.0.1                        | address `fleet mcp` listens on (streamable HTTP) |
+| FLEET_MCP_PORT         | 8765                             | port `fleet mcp` listens on |
+| FLEET_MCP_URL          | http://HOST:PORT/mcp             | where agents and heartbeats reach the MCP server |
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fleet.constants import MAX_RETENTION_DAYS, RETENTION_DAYS
@@ -59,6 +64,11 @@ class Settings(BaseSettings):
     flower_port: int = Field(default=5555, gt=0, lt=65536)
     flower_user: str = "fleet"
     flower_password: str = "fleet"
+    mcp_secret: SecretStr | None = None  # SecretStr: repr() and logs show ********
+    mcp_key_id: str = Field(default="k1", min_length=1, max_length=64)
+    mcp_host: str = "127.0.0.1"
+    mcp_port: int = Field(default=8765, gt=0, lt=65536)
+    mcp_url: str | None = None
 
     @field_validator("mongo_url")
     @classmethod
@@ -85,6 +95,11 @@ class Settings(BaseSettings):
         if self.store_sqlite_dir is not None:
             return self.store_sqlite_dir
         return ferretdb_data_dir(self.home) if self.local_mongo else None
+
+    @property
+    def mcp_endpoint(self) -> str:
+        """The MCP server's URL as agents reach it (``FLEET_MCP_URL``, else host and port)."""
+        return self.mcp_url or f"http://{self.mcp_host}:{self.mcp_port}/mcp"
 
     @property
     def local_redis(self) -> bool:
