@@ -12,11 +12,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fleet.errors import CatalogueError, HandlerImportError, UnknownAgent
+from fleet.external import CommandHandler
 from fleet.pipeline import NAME_PATTERN, Pipeline, load_object, load_pipeline
 from fleet.settings import get_settings
 
@@ -61,7 +62,8 @@ class AgentSpec(BaseModel):
     time_limit: int = Field(default=600, ge=1, le=3600, description="hard limit, seconds")
     expected_seconds: float = Field(default=60.0, gt=0, description="typical duration")
     protocol_version: str
-    handler: str = Field(pattern=r"^[\w.]+:\w+$")
+    #: ``"module:function"`` (Python, in the worker) or ``{"command": [...]}`` (see fleet.external).
+    handler: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")] | CommandHandler
 
     @property
     def per_bet(self) -> bool:
@@ -197,6 +199,10 @@ def get_registry() -> Registry:
 
 def resolve_handler(spec: AgentSpec) -> Callable[..., Any]:
     """Import the spec's handler; a bad path raises :class:`HandlerImportError`."""
+    if isinstance(spec.handler, CommandHandler):
+        from fleet.external import resolve
+
+        return resolve(spec)
     module_name, _, attribute = spec.handler.partition(":")
     try:
         handler = getattr(importlib.import_module(module_name), attribute)

@@ -26,7 +26,7 @@ import redis
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from fleet import logs
+from fleet import external, logs
 from fleet.agents import AgentSpec, Registry, get_registry, resolve_handler
 from fleet.board import Board, Task
 from fleet.constants import HEARTBEATS
@@ -187,6 +187,7 @@ def _run_locked(runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debu
     ctx.log("start", protocol=loaded.version, hash=loaded.hash, open_tasks=len(ctx.tasks))
     try:
         handler = resolve_handler(spec)
+        external.preflight(handler, ctx)  # an external agent is never run without its tools
         if spec.per_bet:
             _run_per_bet(runtime, ctx, handler, record)
         else:
@@ -299,7 +300,7 @@ def _process_bet(
         if bet.seq != claimed.seq or bet.stage not in ctx.spec.polls:
             return {**outcome, "outcome": "skipped", "error": "moved by someone else"}
         decision = handler(BetContext(ctx, bet))
-        return {**outcome, **_commit(runtime, ctx, bet, decision)}
+        return {**outcome, **_commit(runtime, ctx, bet, decision), **external.report_of(decision)}
     except TransientError as exc:
         if isinstance(exc, ExternalCallFailed):
             return {**outcome, **_failed(runtime, ctx, claimed, str(exc))}
@@ -314,6 +315,8 @@ def _process_bet(
 def _commit(runtime: Runtime, ctx: HeartbeatContext, bet: Bet, decision: Any) -> dict[str, Any]:
     if not isinstance(decision, Decision):
         raise TypeError(f"handler returned {type(decision).__name__}, expected Decision")
+    if outside := external.moved_outside(decision):
+        return outside  # an external agent moved the bet itself, through the MCP tools
     if decision.to_stage is None:
         runtime.enforcer.ledger.touch(bet)  # to the back of the stage's queue: newer bets get a turn
         ctx.log("deferred", bet=bet.bet_id, verdict=decision.verdict)

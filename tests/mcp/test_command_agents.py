@@ -1,0 +1,159 @@
+"""Command-line agents run by real heartbeats against the real ``fleet mcp`` process."""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from pymongo.database import Database
+
+from fleet.agents import Registry, validate_catalogue
+from fleet.constants import FAILURES
+from fleet.defaults.catalogue import CATALOGUE
+from fleet.heartbeat import HeartbeatRecord, Runtime, run_heartbeat
+from fleet.ledger import Bet
+from fleet.pipeline import load_pipeline
+from fleet.settings import get_settings, load_settings
+from fleet.store import Document
+from tests.conftest import ROOT, wait_for
+from tests.mcp.conftest import SECRET, McpServer
+
+GATE = "source_validation_gate"
+AGENT = ROOT / "examples" / "deterministic_agent.py"
+
+
+def registry_with(command: list[str], timeout_s: float | None = None) -> Registry:
+    """The default fleet with the source validation gate replaced by a command agent."""
+    data = copy.deepcopy(CATALOGUE)
+    for spec in data["agents"]:
+        if spec["name"] == GATE:
+            spec["handler"] = {"command": command, "timeout_s": timeout_s}
+    return validate_catalogue(data, load_pipeline(None), "test")
+
+
+@pytest.fixture
+def agent_env(mcp_server: McpServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The worker's settings point at the test MCP server and share its secret."""
+    monkeypatch.setenv("FLEET_MCP_SECRET", SECRET)
+    monkeypatch.setenv("FLEET_MCP_URL", mcp_server.url)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def heartbeat(
+    db: Database[Document], redis: redis_lib.Redis, agent_env: None
+) -> Iterator[Callable[..., tuple[HeartbeatRecord, Runtime]]]:
+    runtimes: list[Runtime] = []
+
+    def run(command: list[str], timeout_s: float | None = None) -> tuple[HeartbeatRecord, Runtime]:
+        runtime = Runtime.build(load_settings(), registry_with(command, timeout_s))
+        runtimes.append(runtime)
+        return run_heartbeat(runtime, GATE, "adhoc", debug=True), runtime
+
+    yield run
+    for runtime in runtimes:
+        runtime.pool.shutdown(wait=True)
+        runtime.bet_pool.shutdown(wait=True)
+
+
+@pytest.fixture
+def bet(db: Database[Document], agent_env: None) -> Bet:
+    from fleet.ledger import Enforcer
+
+    pipeline = load_pipeline(None)
+    return Enforcer(db, pipeline).create_bet(pipeline.creators[0], {"idea": "x"})
+
+
+def agent(mode: str, *extra: str) -> list[str]:
+    return [sys.executable, str(AGENT), mode, *extra]
+
+
+def stage_of(runtime: Runtime, bet: Bet) -> tuple[str, int]:
+    now = runtime.enforcer.get(bet.bet_id)
+    return now.stage, now.seq
+
+
+def test_an_agent_that_moves_through_mcp_itself(heartbeat: Any, bet: Bet) -> None:
+    record, runtime = heartbeat(agent("mcp"))
+    assert record.status == "ok", record.error
+    (entry,) = record.bets
+    assert entry["outcome"] == "moved via mcp" and entry["exit_code"] == 0
+    assert stage_of(runtime, bet) == ("source_validated", 1)
+    moved = runtime.enforcer.ledger.record(bet.bet_id, 1)
+    assert moved is not None and (moved.agent, moved.heartbeat_id) == (GATE, record.heartbeat_id)
+    assert runtime.enforcer.verify() == []
+
+
+def test_an_agent_that_prints_one_decision(heartbeat: Any, bet: Bet) -> None:
+    record, runtime = heartbeat(agent("print"))
+    assert record.status == "ok", record.error
+    assert record.bets[0]["outcome"] == "advanced"
+    assert stage_of(runtime, bet) == ("source_validated", 1)
+    assert runtime.enforcer.history(bet.bet_id)[1].evidence == {"mode": "print"}
+
+
+@pytest.mark.parametrize(
+    ("mode", "why"), [("garbage", "not one JSON decision"), ("fail", "exited with code 1")]
+)
+def test_garbage_or_a_bad_exit_is_a_clear_failure_and_moves_nothing(
+    heartbeat: Any, bet: Bet, db: Database[Document], mode: str, why: str
+) -> None:
+    record, runtime = heartbeat(agent(mode))
+    (entry,) = record.bets
+    assert entry["outcome"] == "failed" and why in entry["error"]
+    assert stage_of(runtime, bet) == ("sourced", 0)
+    assert db[FAILURES].count_documents({"bet_id": bet.bet_id}) == 1
+
+
+def _dead(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in state  # killed, waiting to be reaped by its new parent
+
+
+def test_a_hanging_agent_is_killed_with_its_children_and_its_claim_released(
+    heartbeat: Any, bet: Bet, tmp_path: Path, db: Database[Document]
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    record, runtime = heartbeat(agent("hang", str(pidfile)), timeout_s=3)
+    (entry,) = record.bets
+    assert entry["outcome"] == "failed" and "process group killed" in entry["error"]
+    wait_for(lambda: _dead(int(pidfile.read_text())), 10, "the agent's child to die")
+    assert stage_of(runtime, bet) == ("sourced", 0)
+    assert db["claims"].count_documents({"bet_id": bet.bet_id, "released_at": None}) == 0
+
+
+def test_mcp_server_down_fails_loudly_files_a_task_and_runs_nothing(
+    heartbeat: Any, bet: Bet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fleet import services as svc
+
+    monkeypatch.setenv("FLEET_MCP_URL", f"http://127.0.0.1:{svc.free_port()}/mcp")
+    get_settings.cache_clear()
+    pidfile = tmp_path / "ran.pid"
+    record, runtime = heartbeat(agent("hang", str(pidfile)))
+    assert record.status == "failed" and "does not answer" in (record.error or "")
+    assert not pidfile.exists() and record.bets == []
+    (task,) = runtime.board.open_for(GATE)
+    assert task.dedupe_key == f"mcp-unavailable:{GATE}"
+    assert stage_of(runtime, bet) == ("sourced", 0)
+
+
+def test_the_program_never_sees_the_signing_secret(heartbeat: Any, bet: Bet, tmp_path: Path) -> None:
+    dump = tmp_path / "env.txt"
+    code = f"import os; open({str(dump)!r}, 'w').write(repr(sorted(os.environ)))"
+    record, _ = heartbeat([sys.executable, "-c", code])
+    assert record.status == "ok", record.error
+    names = dump.read_text()
+    assert "FLEET_MCP_SECRET" not in names and "FLEET_MCP_TOKEN" in names and "FLEET_MONGO_URL" not in names
+    assert os.environ.get("FLEET_MCP_SECRET") == SECRET
