@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fleet.errors import CatalogueError, HandlerImportError, UnknownAgent
-from fleet.external import CommandHandler
+from fleet.external import CommandHandler, WebhookHandler
 from fleet.pipeline import NAME_PATTERN, Pipeline, load_object, load_pipeline
 from fleet.settings import get_settings
 
@@ -62,8 +62,9 @@ class AgentSpec(BaseModel):
     time_limit: int = Field(default=600, ge=1, le=3600, description="hard limit, seconds")
     expected_seconds: float = Field(default=60.0, gt=0, description="typical duration")
     protocol_version: str
-    #: ``"module:function"`` (Python, in the worker) or ``{"command": [...]}`` (see fleet.external).
-    handler: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")] | CommandHandler
+    #: ``"module:function"`` (Python, in the worker), ``{"command": [...]}`` or ``{"webhook": URL}``
+    #: (external agents, see fleet.external).
+    handler: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")] | CommandHandler | WebhookHandler
 
     @property
     def per_bet(self) -> bool:
@@ -199,7 +200,7 @@ def get_registry() -> Registry:
 
 def resolve_handler(spec: AgentSpec) -> Callable[..., Any]:
     """Import the spec's handler; a bad path raises :class:`HandlerImportError`."""
-    if isinstance(spec.handler, CommandHandler):
+    if isinstance(spec.handler, CommandHandler | WebhookHandler):
         from fleet.external import resolve
 
         return resolve(spec)

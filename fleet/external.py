@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet.context import BetContext, Decision, HeartbeatContext
-from fleet.errors import AgentToolsUnavailable, ExternalAgentFailed, FleetError
+from fleet.errors import AgentToolsUnavailable, ExternalAgentFailed, ExternalCallFailed, FleetError
 from fleet.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -61,6 +62,15 @@ class CommandHandler(BaseModel):
     command: tuple[str, ...] = Field(min_length=1)
     timeout_s: float | None = Field(default=None, gt=0, le=3600, description="default: half the time limit")
     cwd: str | None = None
+
+
+class WebhookHandler(BaseModel):
+    """``{"webhook": URL}``: POST the payload per claimed bet, get a JSON decision back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhook: str = Field(pattern=r"^https?://")
+    timeout_s: float = Field(default=30.0, gt=0, le=600, description="per attempt")
 
 
 @dataclass(frozen=True)
@@ -92,17 +102,21 @@ def _tail(text: str) -> str:
     return text[-TAIL_BYTES:]
 
 
-class CommandAgent:
-    """The handler of an agent whose spec names a command; called like a Python handler."""
+class ExternalAgent:
+    """What every external agent shares: its MCP token, the check of its tools, its decisions."""
 
-    def __init__(self, spec: AgentSpec, handler: CommandHandler, settings: Settings | None = None) -> None:
+    def __init__(self, spec: AgentSpec, settings: Settings | None = None) -> None:
         self.spec = spec
-        self.handler = handler
         self.settings = settings or get_settings()
 
     @property
     def timeout_s(self) -> float:
-        return self.handler.timeout_s or self.spec.time_limit * DEFAULT_TIMEOUT_SHARE
+        """How long one run may take (the token lives a little longer)."""
+        return self.spec.time_limit * DEFAULT_TIMEOUT_SHARE
+
+    def __call__(self, ctx: BetContext | HeartbeatContext) -> ExternalDecision | None:
+        """Decide on one bet (a polling agent) or do the heartbeat's work (any other agent)."""
+        raise NotImplementedError
 
     def preflight(self, ctx: HeartbeatContext) -> None:
         """Check the MCP server answers and accepts this agent's token; else file a task and fail."""
@@ -115,22 +129,67 @@ class CommandAgent:
             raise AgentToolsUnavailable(f"{self.spec.name} not run: {exc}") from None
         ctx.log("mcp-ok", url=self.settings.mcp_endpoint)
 
-    def __call__(self, ctx: BetContext | HeartbeatContext) -> ExternalDecision | None:
-        heartbeat = ctx.heartbeat if isinstance(ctx, BetContext) else ctx
-        bet_id = ctx.bet.bet_id if isinstance(ctx, BetContext) else None
-        run = self._run(heartbeat, payload(ctx), self._token(heartbeat, bet_id))
-        if run.exit_code != 0:
-            raise ExternalAgentFailed(_failure(f"exited with code {run.exit_code}", run))
-        if not isinstance(ctx, BetContext):
-            return None
-        return self._decision(ctx, run)
-
     def _token(self, ctx: HeartbeatContext, bet_id: str | None) -> str:
         from fleet.mcp.tokens import mint
 
         bets = None if bet_id is None else [bet_id]
         ttl = self.timeout_s + TOKEN_MARGIN_S
         return mint(self.settings, self.spec.name, ttl, heartbeat_id=ctx.heartbeat_id, bets=bets)
+
+    def _token_for(self, ctx: BetContext | HeartbeatContext) -> str:
+        if isinstance(ctx, BetContext):
+            return self._token(ctx.heartbeat, ctx.bet.bet_id)
+        return self._token(ctx, None)
+
+    def _decision(self, ctx: BetContext, text: str, report: dict[str, Any], what: str) -> ExternalDecision:
+        """The decision in ``text`` (one JSON object); empty: whatever the agent did through MCP."""
+        text = text.strip()
+        if not text:
+            return self._after_mcp(ctx, report)
+        try:
+            data = json.loads(text) if len(text) <= MAX_DECISION_BYTES else None
+        except json.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict) or not _is_decision(data):
+            raise ExternalAgentFailed(f"{what} is not one JSON decision")
+        evidence = data.get("evidence") or {}
+        return ExternalDecision(data.get("to_stage"), str(data["verdict"]), dict(evidence), report)
+
+    def _after_mcp(self, ctx: BetContext, report: dict[str, Any]) -> ExternalDecision:
+        """No decision given: see whether the agent moved the bet through MCP itself."""
+        now = ctx.heartbeat.enforcer.get(ctx.bet.bet_id)
+        if now.seq == ctx.bet.seq:
+            return ExternalDecision(None, "no decision", {}, report)
+        record = ctx.heartbeat.enforcer.ledger.record(now.bet_id, ctx.bet.seq + 1)
+        by_us = record is not None and record.heartbeat_id == ctx.heartbeat.heartbeat_id
+        outcome = {"outcome": "moved via mcp" if by_us else "skipped", "to_stage": now.stage}
+        if record is not None:
+            outcome["verdict"] = record.verdict
+        return ExternalDecision(None, "moved via mcp", {}, report, moved=outcome)
+
+
+class CommandAgent(ExternalAgent):
+    """The handler of an agent whose spec names a command; called like a Python handler."""
+
+    def __init__(self, spec: AgentSpec, handler: CommandHandler, settings: Settings | None = None) -> None:
+        super().__init__(spec, settings)
+        self.handler = handler
+
+    @property
+    def timeout_s(self) -> float:
+        return self.handler.timeout_s or super().timeout_s
+
+    def __call__(self, ctx: BetContext | HeartbeatContext) -> ExternalDecision | None:
+        heartbeat = ctx.heartbeat if isinstance(ctx, BetContext) else ctx
+        run = self._run(heartbeat, payload(ctx), self._token_for(ctx))
+        if run.exit_code != 0:
+            raise ExternalAgentFailed(_failure(f"exited with code {run.exit_code}", run))
+        if not isinstance(ctx, BetContext):
+            return None
+        try:
+            return self._decision(ctx, run.stdout, run.report(), "its output")
+        except ExternalAgentFailed as exc:
+            raise ExternalAgentFailed(_failure(f"failed: {exc}", run)) from None
 
     def _run(self, ctx: HeartbeatContext, data: dict[str, Any], token: str) -> Run:
         with tempfile.TemporaryDirectory(prefix="fleet-agent-") as tmp:
@@ -149,30 +208,42 @@ class CommandAgent:
         agent = {"FLEET_AGENT": self.spec.name, "FLEET_MCP_TOKEN": token, "FLEET_MCP_CONFIG": str(config)}
         return {**env, **agent, "FLEET_MCP_URL": url}
 
-    def _decision(self, ctx: BetContext, run: Run) -> ExternalDecision:
-        text = run.stdout.strip()
-        if not text:
-            return self._after_mcp(ctx, run)
-        try:
-            data = json.loads(text) if len(text) <= MAX_DECISION_BYTES else None
-        except json.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict) or not _is_decision(data):
-            raise ExternalAgentFailed(_failure("printed something that is not one JSON decision", run))
-        evidence = data.get("evidence") or {}
-        return ExternalDecision(data.get("to_stage"), str(data["verdict"]), dict(evidence), run.report())
 
-    def _after_mcp(self, ctx: BetContext, run: Run) -> ExternalDecision:
-        """No decision printed: see whether the program moved the bet through MCP itself."""
-        now = ctx.heartbeat.enforcer.get(ctx.bet.bet_id)
-        if now.seq == ctx.bet.seq:
-            return ExternalDecision(None, "no decision", {}, run.report())
-        record = ctx.heartbeat.enforcer.ledger.record(now.bet_id, ctx.bet.seq + 1)
-        by_us = record is not None and record.heartbeat_id == ctx.heartbeat.heartbeat_id
-        outcome = {"outcome": "moved via mcp" if by_us else "skipped", "to_stage": now.stage}
-        if record is not None:
-            outcome["verdict"] = record.verdict
-        return ExternalDecision(None, "moved via mcp", {}, run.report(), moved=outcome)
+class WebhookAgent(ExternalAgent):
+    """The handler of an agent whose spec names a webhook: POST the payload, read a decision.
+
+    Connection errors, timeouts and 5xx answers are transient: ``ctx.call`` retries them
+    under the protocols' policy, and after the last attempt the bet stays where it is
+    with a failure counted. Any other non-2xx answer or a body that is not a decision is
+    a permanent failure of that bet (not retried).
+    """
+
+    def __init__(self, spec: AgentSpec, handler: WebhookHandler, settings: Settings | None = None) -> None:
+        super().__init__(spec, settings)
+        self.handler = handler
+
+    def __call__(self, ctx: BetContext | HeartbeatContext) -> ExternalDecision | None:
+        token = self._token_for(ctx)
+        data = {**payload(ctx), "mcp": {"url": self.settings.mcp_endpoint, "token": token}}
+        body = ctx.call(self._post, data, token)
+        if not isinstance(ctx, BetContext):
+            return None
+        return self._decision(ctx, body, {"webhook_status": 200}, "the webhook's answer")
+
+    def _post(self, data: dict[str, Any], token: str) -> str:
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            response = httpx.post(self.handler.webhook, content=json.dumps(data, default=str),
+                                  headers={**headers, "Content-Type": "application/json"},
+                                  timeout=self.handler.timeout_s)  # fmt: skip
+        except httpx.HTTPError as exc:  # refused, reset, timed out: worth another attempt
+            raise ExternalCallFailed(f"webhook {self.handler.webhook}: {type(exc).__name__}: {exc}") from None
+        if response.status_code >= 500:
+            raise ExternalCallFailed(f"webhook {self.handler.webhook} answered {response.status_code}")
+        if response.status_code >= 300:
+            raise ExternalAgentFailed(f"webhook {self.handler.webhook} answered {response.status_code}: "
+                                      f"{response.text[:300]!r}")  # fmt: skip
+        return response.text
 
 
 def _is_decision(data: dict[str, Any]) -> bool:
@@ -254,10 +325,13 @@ def _file_tools_task(ctx: HeartbeatContext, error: str) -> None:
         )
 
 
-def resolve(spec: AgentSpec) -> CommandAgent:
-    """The callable handler of a spec whose handler is a command."""
-    assert isinstance(spec.handler, CommandHandler)
-    return CommandAgent(spec, spec.handler)
+def resolve(spec: AgentSpec) -> ExternalAgent:
+    """The callable handler of a spec whose handler is a command or a webhook."""
+    if isinstance(spec.handler, WebhookHandler):
+        return WebhookAgent(spec, spec.handler)
+    if isinstance(spec.handler, CommandHandler):
+        return CommandAgent(spec, spec.handler)
+    raise TypeError(f"agent {spec.name!r}: handler is not external")
 
 
 def report_of(decision: Any) -> dict[str, Any]:
@@ -272,5 +346,5 @@ def moved_outside(decision: Any) -> dict[str, Any] | None:
 
 def preflight(handler: Any, ctx: HeartbeatContext) -> None:
     """Before a heartbeat runs an external agent, check its tools; a no-op for Python handlers."""
-    if isinstance(handler, CommandAgent):
+    if isinstance(handler, ExternalAgent):
         handler.preflight(ctx)

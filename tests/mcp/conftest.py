@@ -16,9 +16,13 @@ from typing import Any
 import jwt
 import pytest
 from pydantic import SecretStr
+from pymongo.database import Database
 
 from fleet import services as svc
-from fleet.settings import Settings, load_settings
+from fleet.ledger import Bet, Enforcer
+from fleet.pipeline import load_pipeline
+from fleet.settings import Settings, get_settings, load_settings
+from fleet.store import Document
 from tests.conftest import ROOT, Stack, wait_for
 
 #: The signing secret of the test server (tests only; at least 32 bytes).
@@ -74,3 +78,20 @@ def raw_token(claims: dict[str, Any], secret: str = SECRET, kid: str = "k1") -> 
     return jwt.encode(
         {"iat": now, "exp": now + 60, **claims}, secret, algorithm="HS256", headers={"kid": kid}
     )
+
+
+@pytest.fixture
+def agent_env(mcp_server: McpServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process's settings point at the test MCP server and share its secret (as a worker's)."""
+    monkeypatch.setenv("FLEET_MCP_SECRET", SECRET)
+    monkeypatch.setenv("FLEET_MCP_URL", mcp_server.url)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def bet(db: Database[Document]) -> Bet:
+    """A fresh bet at the default pipeline's first stage."""
+    pipeline = load_pipeline(None)
+    return Enforcer(db, pipeline).create_bet(pipeline.creators[0], {"idea": "x"})

@@ -22,7 +22,7 @@ from fleet.pipeline import load_pipeline
 from fleet.settings import get_settings, load_settings
 from fleet.store import Document
 from tests.conftest import ROOT, wait_for
-from tests.mcp.conftest import SECRET, McpServer
+from tests.mcp.conftest import SECRET
 
 GATE = "source_validation_gate"
 AGENT = ROOT / "examples" / "deterministic_agent.py"
@@ -35,16 +35,6 @@ def registry_with(command: list[str], timeout_s: float | None = None) -> Registr
         if spec["name"] == GATE:
             spec["handler"] = {"command": command, "timeout_s": timeout_s}
     return validate_catalogue(data, load_pipeline(None), "test")
-
-
-@pytest.fixture
-def agent_env(mcp_server: McpServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The worker's settings point at the test MCP server and share its secret."""
-    monkeypatch.setenv("FLEET_MCP_SECRET", SECRET)
-    monkeypatch.setenv("FLEET_MCP_URL", mcp_server.url)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 @pytest.fixture
@@ -62,14 +52,6 @@ def heartbeat(
     for runtime in runtimes:
         runtime.pool.shutdown(wait=True)
         runtime.bet_pool.shutdown(wait=True)
-
-
-@pytest.fixture
-def bet(db: Database[Document], agent_env: None) -> Bet:
-    from fleet.ledger import Enforcer
-
-    pipeline = load_pipeline(None)
-    return Enforcer(db, pipeline).create_bet(pipeline.creators[0], {"idea": "x"})
 
 
 def agent(mode: str, *extra: str) -> list[str]:

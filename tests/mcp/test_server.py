@@ -27,11 +27,6 @@ def enforcer(db: Database[Document]) -> Enforcer:
     return Enforcer(db, load_pipeline(None))
 
 
-@pytest.fixture
-def bet(enforcer: Enforcer) -> Bet:
-    return enforcer.create_bet(load_pipeline(None).creators[0], {"idea": "x"})
-
-
 def call(server: McpServer, agent_or_token: str, tool: str, **args: Any) -> Any:
     token = agent_or_token if "." in agent_or_token else mint(server.settings, agent_or_token, 60)
     return client.call(server.url, token, tool, **args)
