@@ -18,7 +18,7 @@
 | FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
 | FLEET_FLOWER_PASSWORD  | fleet                            | Flower basic-auth password; change it outside a laptop |
-| FLEET_MCP_SECRET       | (unset: `fleet mcp` and `fleet token` refuse to run) | HMAC key signing agent tokens; never logged or printed |
+| FLEET_MCP_SECRET       | (unset: `fleet mcp` generates FLEET_HOME/mcp_secret) | HMAC key (32+ bytes) signing agent tokens; never logged or printed; set it when the fleet spans hosts |
 | FLEET_MCP_KEY_ID       | k1                               | id of the current signing key; change it with the secret to rotate (older tokens stop working) |
 | FLEET_MCP_HOST         | 127.0.0.1                        | address `fleet mcp` listens on (streamable HTTP) |
 | FLEET_MCP_PORT         | 8765                             | port `fleet mcp` listens on |

@@ -73,7 +73,7 @@ class Server:
     """The FastMCP server and the shared state its tools act on."""
 
     def __init__(self, settings: Settings, registry: Registry, stdio_token: str | None = None) -> None:
-        tokens.check_secret(settings)  # refuse to start rather than serve unauthenticated
+        tokens.ensure_secret(settings)  # never serve unauthenticated
         db = database(settings)
         ensure_indexes(db, settings)
         self.settings = settings

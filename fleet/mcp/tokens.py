@@ -4,14 +4,18 @@ A token is a JWT (HS256, PyJWT) with ``sub`` = the agent, ``exp``/``iat``, an op
 ``hb`` (the heartbeat that minted it) and an optional ``bets`` scope (the bet ids it may
 touch). Its header carries ``kid``, the id of the signing key: only the current key
 (``FLEET_MCP_KEY_ID`` + ``FLEET_MCP_SECRET``) is accepted, so changing both rotates every
-outstanding token out. The secret comes from settings and is never logged or printed.
+outstanding token out. The secret comes from settings (or, for a local fleet, a generated
+file under FLEET_HOME) and is never logged or printed.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -24,6 +28,8 @@ ALGORITHM = "HS256"
 LEEWAY_S = 5
 #: Longest lifetime a token may be given (a day): a leaked token must die on its own.
 MAX_TTL_S = 86400
+#: The generated secret of a local fleet, under FLEET_HOME (see :func:`ensure_secret`).
+SECRET_FILENAME = "mcp_secret"
 #: Shortest usable secret: HS256 keys under 32 bytes are brute-forceable (RFC 7518 3.2).
 MIN_SECRET_BYTES = 32
 
@@ -42,17 +48,37 @@ class Identity:
         return self.bets is None or bet_id in self.bets
 
 
+def secret_file(settings: Settings) -> Path:
+    """Where a local fleet keeps its generated signing secret when FLEET_MCP_SECRET is unset."""
+    return settings.home / SECRET_FILENAME
+
+
 def _secret(settings: Settings) -> bytes:
-    if settings.mcp_secret is None:
-        raise ConfigError("FLEET_MCP_SECRET is not set: agent tokens cannot be signed or checked")
-    secret = settings.mcp_secret.get_secret_value().encode()
+    if settings.mcp_secret is not None:
+        secret = settings.mcp_secret.get_secret_value().encode()
+    elif secret_file(settings).is_file():
+        secret = secret_file(settings).read_bytes().strip()
+    else:
+        raise ConfigError(
+            f"FLEET_MCP_SECRET is not set and {secret_file(settings)} does not exist (`fleet mcp` creates it)"
+        )
     if len(secret) < MIN_SECRET_BYTES:
         raise ConfigError(f"FLEET_MCP_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
     return secret
 
 
-def check_secret(settings: Settings) -> None:
-    """Raise :class:`ConfigError` unless a usable signing secret is configured."""
+def ensure_secret(settings: Settings) -> None:
+    """Make sure a signing secret exists: FLEET_MCP_SECRET, else a generated file under FLEET_HOME.
+
+    The file (mode 0600) lets a local fleet (``fleet up``: server and workers on one host,
+    one FLEET_HOME) work without configuration; a fleet spread over hosts sets the variable.
+    """
+    path = secret_file(settings)
+    if settings.mcp_secret is None and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
     _secret(settings)
 
 
