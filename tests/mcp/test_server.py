@@ -165,3 +165,22 @@ def test_bad_arguments_are_one_clear_error_and_change_nothing(
     with pytest.raises(ToolCallError, match="unknown bet"):
         call(mcp_server, GATE, "get_bet", bet_id="nope")
     assert enforcer.get(bet.bet_id).seq == 0
+
+
+def test_the_readme_example_runs_as_written(mcp_server: McpServer, db: Any, bet: Bet) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Running real agents", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    script = block.split("<<'PY'\n", 1)[1].split("PY\n", 1)[0]
+    assert "http://127.0.0.1:8765/mcp" in script  # the default FLEET_MCP_URL, swapped for the test server's
+    script = script.replace("http://127.0.0.1:8765/mcp", mcp_server.url)
+    token = mint(mcp_server.settings, GATE, 600)
+    ran = subprocess.run(
+        [sys.executable, "-", token], input=script, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert bet.bet_id in ran.stdout
