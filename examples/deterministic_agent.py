@@ -20,10 +20,6 @@ import sys
 import time
 from typing import Any
 
-import httpx
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
-
 
 def first_advance(payload: dict[str, Any]) -> str | None:
     moves = payload["your_moves"]
@@ -31,6 +27,10 @@ def first_advance(payload: dict[str, Any]) -> str | None:
 
 
 async def move_via_mcp(payload: dict[str, Any]) -> None:
+    import httpx  # here, not at the top: the other modes start fast without the SDK
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
     headers = {"Authorization": f"Bearer {os.environ['FLEET_MCP_TOKEN']}"}
     async with (
         httpx.AsyncClient(headers=headers, timeout=30) as http,

@@ -9,13 +9,18 @@ exactly one agent, and every edge an agent claims exists and is its own.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import sys
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fleet.constants import DEFAULT_SPEC_OWNER
 from fleet.errors import CatalogueError, HandlerImportError, UnknownAgent
 from fleet.external import CommandHandler, WebhookHandler
 from fleet.pipeline import NAME_PATTERN, Pipeline, load_object, load_pipeline
@@ -65,6 +70,8 @@ class AgentSpec(BaseModel):
     #: ``"module:function"`` (Python, in the worker), ``{"command": [...]}`` or ``{"webhook": URL}``
     #: (external agents, see fleet.external).
     handler: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")] | CommandHandler | WebhookHandler
+    #: Who answers for this spec: refusal-loop tasks about the agent are assigned to them.
+    owner: str = Field(default=DEFAULT_SPEC_OWNER, pattern=NAME_PATTERN)
 
     @property
     def per_bet(self) -> bool:
@@ -196,6 +203,29 @@ def get_registry() -> Registry:
     """The process-wide registry, from ``FLEET_CATALOGUE`` and ``FLEET_PIPELINE``."""
     settings = get_settings()
     return load_registry(settings.catalogue, settings.pipeline)
+
+
+def spec_fingerprint(spec: AgentSpec) -> str:
+    """A hash of the spec and of its handler's source file: what a fix would change.
+
+    Holds on bets (:mod:`fleet.ledger.holds`) last until this changes, so editing the
+    spec or deploying a fixed handler offers the held bets to the agent again.
+    """
+    digest = hashlib.sha256(spec.model_dump_json().encode())
+    for source in _handler_sources(spec):
+        with suppress(OSError):
+            digest.update(Path(source).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _handler_sources(spec: AgentSpec) -> list[str]:
+    """Files whose change is a new handler: the Python module, or a command's program files."""
+    if isinstance(spec.handler, CommandHandler):
+        return [arg for arg in spec.handler.command if Path(arg).is_file()]
+    if isinstance(spec.handler, WebhookHandler):
+        return []  # the service is deployed elsewhere: only the spec can tell a fix
+    source = getattr(sys.modules.get(spec.handler.partition(":")[0]), "__file__", None)
+    return [source] if source else []
 
 
 def resolve_handler(spec: AgentSpec) -> Callable[..., Any]:

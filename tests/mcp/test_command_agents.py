@@ -107,7 +107,7 @@ def test_a_hanging_agent_is_killed_with_its_children_and_its_claim_released(
     heartbeat: Any, bet: Bet, tmp_path: Path, db: Database[Document]
 ) -> None:
     pidfile = tmp_path / "child.pid"
-    record, runtime = heartbeat(agent("hang", str(pidfile)), timeout_s=3)
+    record, runtime = heartbeat(agent("hang", str(pidfile)), timeout_s=10)  # ample to start; then it hangs
     (entry,) = record.bets
     assert entry["outcome"] == "failed" and "process group killed" in entry["error"]
     wait_for(lambda: _dead(int(pidfile.read_text())), 10, "the agent's child to die")
