@@ -58,8 +58,12 @@ def main(argv: list[str]) -> None:
     if mode == "mcp":
         asyncio.run(move_via_mcp(payload))
     elif mode == "print":
+        usage = {"tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "model": "deterministic"}
+        evidence = {"mode": "print"}
         print(
-            json.dumps({"to_stage": first_advance(payload), "verdict": "pass", "evidence": {"mode": "print"}})
+            json.dumps(
+                {"to_stage": first_advance(payload), "verdict": "pass", "evidence": evidence, "usage": usage}
+            )
         )
     elif mode == "garbage":
         print("I think this bet looks great!")

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleet import usage
 from fleet.context import BetContext, Decision, HeartbeatContext
 from fleet.errors import AgentToolsUnavailable, ExternalAgentFailed, ExternalCallFailed, FleetError
 from fleet.settings import Settings, get_settings
@@ -152,6 +153,7 @@ class ExternalAgent:
             data = None
         if not isinstance(data, dict) or not _is_decision(data):
             raise ExternalAgentFailed(f"{what} is not one JSON decision")
+        usage.record_reported(ctx.heartbeat.db, ctx.agent, ctx.heartbeat.heartbeat_id, data.get("usage"))
         evidence = data.get("evidence") or {}
         return ExternalDecision(data.get("to_stage"), str(data["verdict"]), dict(evidence), report)
 

@@ -26,7 +26,7 @@ import redis
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from fleet import external, logs
+from fleet import external, logs, usage
 from fleet.agents import AgentSpec, Registry, get_registry, resolve_handler, spec_fingerprint
 from fleet.board import Board, Task
 from fleet.constants import HEARTBEATS
@@ -174,6 +174,11 @@ def _run_locked(runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debu
         _file_protocol_task(runtime, spec, exc)
         return
     record.protocol_version, record.protocol_hash = loaded.version, loaded.hash
+    if over := usage.over_budget(runtime.db, loaded, spec.name):
+        record.status, record.error = "skipped", over
+        with suppress(FleetError):  # best effort: the skip itself is on the record
+            usage.file_budget_task(runtime.board, spec.name, spec.owner, over, record.started_at)
+        return
     ctx = HeartbeatContext(
         spec=spec,
         heartbeat_id=record.heartbeat_id,

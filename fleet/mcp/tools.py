@@ -13,16 +13,16 @@ from typing import Any
 
 from pymongo.database import Database
 
+from fleet import usage
 from fleet.agents import Registry
 from fleet.board import Board, Origin, Task
-from fleet.constants import USAGE
 from fleet.errors import BoardError, FleetError, TokenRejected, TransitionRefused
 from fleet.ledger import Bet, Enforcer, ProtocolStamp
 from fleet.ledger.records import Refusal
 from fleet.mcp.tokens import Identity
 from fleet.protocols import LoadedProtocols, load_protocols
 from fleet.settings import Settings
-from fleet.store import Document, translated
+from fleet.store import Document
 
 #: Most bets ``list_waiting`` returns in one call.
 MAX_WAITING = 200
@@ -169,12 +169,8 @@ class FleetTools:
     def report_usage(
         self, identity: Identity, tokens_in: int, tokens_out: int, cost_usd: float, model: str
     ) -> dict[str, Any]:
-        doc: Document = {
-            "agent": identity.agent, "heartbeat_id": identity.heartbeat_id, "tokens_in": tokens_in,
-            "tokens_out": tokens_out, "cost_usd": cost_usd, "model": model, "at": self.enforcer.ledger.now(),
-        }  # fmt: skip
-        with translated("usage record"):
-            self.db[USAGE].insert_one(doc)
+        usage.record(self.db, identity.agent, identity.heartbeat_id, tokens_in=tokens_in,
+                     tokens_out=tokens_out, cost_usd=cost_usd, model=model)  # fmt: skip
         return {"recorded": True}
 
     # --- helpers ------------------------------------------------------------------

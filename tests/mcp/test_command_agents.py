@@ -14,7 +14,7 @@ import redis as redis_lib
 from pymongo.database import Database
 
 from fleet.agents import Registry, validate_catalogue
-from fleet.constants import FAILURES
+from fleet.constants import FAILURES, USAGE
 from fleet.defaults.catalogue import CATALOGUE
 from fleet.heartbeat import HeartbeatRecord, Runtime, run_heartbeat
 from fleet.ledger import Bet
@@ -80,6 +80,7 @@ def test_an_agent_that_prints_one_decision(heartbeat: Any, bet: Bet) -> None:
     assert record.bets[0]["outcome"] == "advanced"
     assert stage_of(runtime, bet) == ("source_validated", 1)
     assert runtime.enforcer.history(bet.bet_id)[1].evidence == {"mode": "print"}
+    assert runtime.db[USAGE].count_documents({"agent": GATE, "heartbeat_id": record.heartbeat_id}) == 1
 
 
 @pytest.mark.parametrize(
