@@ -70,6 +70,8 @@ class AgentSpec(BaseModel):
     #: ``"module:function"`` (Python, in the worker), ``{"command": [...]}`` or ``{"webhook": URL}``
     #: (external agents, see fleet.external).
     handler: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")] | CommandHandler | WebhookHandler
+    #: Instructions file (markdown + front matter), relative to FLEET_INSTRUCTIONS_DIR.
+    instructions: str | None = Field(default=None, min_length=1)
     #: Who answers for this spec: refusal-loop tasks about the agent are assigned to them.
     owner: str = Field(default=DEFAULT_SPEC_OWNER, pattern=NAME_PATTERN)
 

@@ -304,7 +304,7 @@ def payload(ctx: BetContext | HeartbeatContext) -> dict[str, Any]:
         "agent": heartbeat.agent,
         "role": heartbeat.spec.role,
         "heartbeat_id": heartbeat.heartbeat_id,
-        "instructions": None,
+        "instructions": _instructions(heartbeat),
         "protocols": {"version": loaded.version, "hash": loaded.hash, "text": loaded.path.read_text("utf-8")},
         "bet": None,
         "your_moves": [],
@@ -313,6 +313,17 @@ def payload(ctx: BetContext | HeartbeatContext) -> dict[str, Any]:
         data["bet"] = ctx.bet.model_dump(mode="json")
         data["your_moves"] = ctx.options()
     return data
+
+
+def _instructions(ctx: HeartbeatContext) -> dict[str, Any] | None:
+    """The agent's instructions for its payload; unusable ones are left out (the drift audit says why)."""
+    from fleet import instructions
+
+    try:
+        found = instructions.load(get_settings(), ctx.spec)
+    except instructions.InstructionsError:
+        return None
+    return None if found is None else found.payload()
 
 
 def _file_tools_task(ctx: HeartbeatContext, error: str) -> None:

@@ -26,7 +26,7 @@ import redis
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from fleet import external, logs, usage
+from fleet import external, instructions, logs, usage
 from fleet.agents import AgentSpec, Registry, get_registry, resolve_handler, spec_fingerprint
 from fleet.board import Board, Task
 from fleet.constants import HEARTBEATS
@@ -117,6 +117,7 @@ class HeartbeatRecord:
     status: str = "ok"
     protocol_version: str | None = None
     protocol_hash: str | None = None
+    instructions_hash: str | None = None
     actions: dict[str, int] = field(default_factory=dict)
     bets: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
@@ -174,6 +175,7 @@ def _run_locked(runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debu
         _file_protocol_task(runtime, spec, exc)
         return
     record.protocol_version, record.protocol_hash = loaded.version, loaded.hash
+    record.instructions_hash = instructions.stamp(runtime.settings, spec)
     if over := usage.over_budget(runtime.db, loaded, spec.name):
         record.status, record.error = "skipped", over
         with suppress(FleetError):  # best effort: the skip itself is on the record

@@ -6,6 +6,7 @@
 | FLEET_MONGO_DB         | fleet                            | database name |
 | FLEET_BROKER_URL       | redis://127.0.0.1:6390/0         | Celery broker and lock store; unset = local Redis |
 | FLEET_PROTOCOLS_DIR    | protocols                        | folder holding the shared protocols file |
+| FLEET_INSTRUCTIONS_DIR | instructions                     | folder of the agents' instructions files (a spec's `instructions` is relative to it) |
 | FLEET_PIPELINE         | (built-in default pipeline)      | ``module:attribute`` or a YAML/JSON file |
 | FLEET_CATALOGUE        | (built-in 52-agent catalogue)    | ``module:attribute`` or a YAML/JSON file |
 | FLEET_DEBUG            | false                            | add the decision trace to every heartbeat log |
@@ -52,6 +53,7 @@ class Settings(BaseSettings):
     mongo_db: str = "fleet"
     broker_url: str = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
     protocols_dir: Path = Path("protocols")
+    instructions_dir: Path = Path("instructions")
     pipeline: str | None = None
     catalogue: str | None = None
     debug: bool = False
