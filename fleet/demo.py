@@ -86,7 +86,9 @@ def celery_process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[
         yield proc
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            # TERM to the main process only: a worker's warm shutdown lets running heartbeats
+            # finish; TERM to the whole group would kill its pool children mid-commit.
+            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -239,6 +241,9 @@ def run_demo(options: DemoOptions) -> int:
         db = database(settings)
         reset_database(db)
         enforcer = Enforcer(db, registry.pipeline)
+        # Runs after every process below has stopped: a worker killed between a commit's two
+        # writes leaves a lagging projection, which the watchdog would roll forward; so do we.
+        stack.callback(enforcer.repair_all)
         seed(enforcer, registry, options.bets)
         refusal = show_a_refusal(enforcer, registry)
         _start_processes(stack, settings, options, logs)
