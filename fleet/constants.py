@@ -72,6 +72,18 @@ PROBE_TASK: Final = "fleet.probe"
 #: Queue of every task that is not a heartbeat (probes), and of heartbeats for unknown agents.
 OPS_QUEUE: Final = "ops"
 
+# --- the protocols file ----------------------------------------------------------
+#: Largest protocols file read (bytes); a larger one is refused before parsing. Real files are
+#: a few KB; the cap keeps a mistaken file (a log pasted in) from costing every heartbeat seconds.
+#: Override with FLEET_PROTOCOLS_MAX_BYTES.
+PROTOCOLS_MAX_BYTES: Final = 1024 * 1024
+#: Distinct protocols contents kept parsed per process (a rollout has two: old and new).
+PROTOCOLS_PARSED_KEPT: Final = 4
+
+# --- operators -------------------------------------------------------------------
+#: Who an operator's actions are recorded as (board closes, filed audit tasks, seeded items).
+OPERATOR: Final = "operator"
+
 # --- local services ---------------------------------------------------------------
 FERRETDB_MODULE: Final = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION: Final = "v1.24.2"

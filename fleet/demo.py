@@ -28,7 +28,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from fleet import report
+from fleet import queries
 from fleet import services as svc
 from fleet.agents import Registry, get_registry
 from fleet.constants import HEARTBEATS, REFUSALS, TRANSITIONS
@@ -137,7 +137,7 @@ def show_a_refusal(enforcer: Enforcer, registry: Registry) -> str:
 
 
 def stage_counts(db: Database[Document], registry: Registry) -> dict[str, int]:
-    return {row.stage: row.count for row in report.bets_per_stage(db, registry.pipeline)}
+    return {row.stage: row.count for row in queries.bets_per_stage(db, registry.pipeline)}
 
 
 def totals(db: Database[Document]) -> dict[str, int]:
@@ -152,13 +152,13 @@ def totals(db: Database[Document]) -> dict[str, int]:
         "refused": db[REFUSALS].count_documents({}),
         "heartbeats": db[HEARTBEATS].count_documents({}),
         "retries": retries,
-        "peak": report.peak_concurrency(db).peak,
+        "peak": queries.peak_concurrency(db).peak,
     }
 
 
-def _latest_heartbeats(db: Database[Document], limit: int) -> list[report.HeartbeatSummary]:
+def _latest_heartbeats(db: Database[Document], limit: int) -> list[queries.HeartbeatSummary]:
     docs = db[HEARTBEATS].find({}, {"bets": 0, "trace": 0}).sort("finished_at", -1).limit(limit)
-    return [report.heartbeat_summary(doc) for doc in docs]
+    return [queries.heartbeat_summary(doc) for doc in docs]
 
 
 def _stage_table(db: Database[Document], registry: Registry) -> Table:
@@ -191,7 +191,7 @@ def render(db: Database[Document], registry: Registry, started: float, options: 
 
 def summary(db: Database[Document], registry: Registry, settings: Settings, refusal: str) -> Group:
     agents = Table("agent", "heartbeats", "last actions", title="Heartbeats per agent")
-    for row in report.heartbeats_per_agent(db, registry.names()):
+    for row in queries.heartbeats_per_agent(db, registry.names()):
         agents.add_row(row.agent, str(row.count), format_actions(row.last.actions) if row.last else "-")
     t = totals(db)
     computed = load_report(registry)
