@@ -245,6 +245,11 @@ def render_table(pipeline: Pipeline) -> str:
     return "\n".join(rows)
 
 
+def fill_seed_fields(templates: dict[str, str], n: int) -> dict[str, str]:
+    """The fields of the ``n``-th seeded item: each template with ``{n}`` replaced by ``n``."""
+    return {key: value.replace("{n}", str(n)) for key, value in templates.items()}
+
+
 def render_stages(pipeline: Pipeline) -> str:
     """The stages as a Markdown table: terminal or not, SLA, meaning."""
     rows = ["| stage | terminal | SLA (h) | meaning |", "|---|---|---|---|"]

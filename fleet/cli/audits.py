@@ -20,7 +20,7 @@ def audit(
     file: bool = typer.Option(False, "--file", help="file a board task per finding; close resolved ones"),
     as_json: bool = json_option(),
 ) -> None:
-    """Drift and stranded findings as of now (the CEO's audit); --file puts them on the board."""
+    """Drift and stranded findings as of now (the auditing agent's view); --file puts them on the board."""
     ops = connect()
     loaded = load_protocols(ops.settings.protocols_dir)
     found = queries.audit_report(ops.db, ops.registry, loaded, datetime.now(UTC))

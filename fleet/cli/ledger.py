@@ -34,7 +34,7 @@ from fleet.cli.output import (
 )
 from fleet.constants import OPERATOR
 from fleet.errors import BadArgument
-from fleet.pipeline import Pipeline
+from fleet.pipeline import Pipeline, fill_seed_fields
 from fleet.protocols import load_protocols
 from fleet.store import ensure_indexes
 
@@ -277,8 +277,7 @@ def _templates(pipeline: Pipeline, given: list[str]) -> dict[str, str]:
 def seed_fields(templates: dict[str, str], i: int) -> dict[str, Any]:
     """One seeded item's fields: each template with ``{n}`` as its number, and who seeded it."""
     tag = uuid.uuid4().hex[:6]  # tells apart items seeded with the same number by separate runs
-    fields: dict[str, Any] = {key: value.replace("{n}", f"{i}") for key, value in templates.items()}
-    return {**fields, "seed": f"#{i} ({tag})", "seeded_by": OPERATOR}
+    return {**fill_seed_fields(templates, i), "seed": f"#{i} ({tag})", "seeded_by": OPERATOR}
 
 
 def register(app: typer.Typer) -> None:
