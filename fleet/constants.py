@@ -54,6 +54,10 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
 }
 
 #: Collections pruned by age alone, and their time field: TTL indexes on MongoDB.
+#: Default and largest retention window (days) for what :mod:`fleet.retention` prunes.
+RETENTION_DAYS: Final = 14.0
+MAX_RETENTION_DAYS: Final = 3650.0
+
 TTL_FIELDS: Final = {HEARTBEATS: "started_at", REFUSALS: "at", PROBES: "at"}
 
 #: The expression FerretDB v1.24's SQLite backend filters ``_id`` with, and the suffix of the
@@ -72,14 +76,6 @@ PROBE_TASK: Final = "fleet.probe"
 #: Queue of every task that is not a heartbeat (probes), and of heartbeats for unknown agents.
 OPS_QUEUE: Final = "ops"
 
-# --- the protocols file ----------------------------------------------------------
-#: Largest protocols file read (bytes); a larger one is refused before parsing. Real files are
-#: a few KB; the cap keeps a mistaken file (a log pasted in) from costing every heartbeat seconds.
-#: Override with FLEET_PROTOCOLS_MAX_BYTES.
-PROTOCOLS_MAX_BYTES: Final = 1024 * 1024
-#: Distinct protocols contents kept parsed per process (a rollout has two: old and new).
-PROTOCOLS_PARSED_KEPT: Final = 4
-
 # --- operators -------------------------------------------------------------------
 #: Who an operator's actions are recorded as (board closes, filed audit tasks, seeded items).
 OPERATOR: Final = "operator"
@@ -87,3 +83,7 @@ OPERATOR: Final = "operator"
 # --- local services ---------------------------------------------------------------
 FERRETDB_MODULE: Final = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION: Final = "v1.24.2"
+
+#: Largest protocols file fleet reads (checked before parsing; a real one is a few KiB, and the
+#: cap keeps a mistaken file from costing every heartbeat seconds). FLEET_PROTOCOLS_MAX_BYTES overrides it.
+MAX_PROTOCOLS_BYTES: Final = 1024 * 1024

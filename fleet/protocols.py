@@ -9,7 +9,7 @@ agents ran under which rules.
 
 The file is validated strictly (unknown keys are errors); every problem is
 reported at once in one :class:`~fleet.errors.ProtocolError`. A file larger than
-``FLEET_PROTOCOLS_MAX_BYTES`` (default :data:`fleet.constants.PROTOCOLS_MAX_BYTES`)
+``FLEET_PROTOCOLS_MAX_BYTES`` (default :data:`fleet.constants.MAX_PROTOCOLS_BYTES`)
 is refused before it is parsed. Each distinct content is parsed and validated
 once per process (keyed by its sha256): a heartbeat reads and hashes the bytes,
 and parses only when they changed.
@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fleet.constants import PROTOCOLS_PARSED_KEPT
 from fleet.errors import ProtocolError
 from fleet.pipeline import NAME_PATTERN, Pipeline
 
@@ -232,8 +231,12 @@ def _max_bytes() -> int:
     return get_settings().protocols_max_bytes
 
 
-#: Validated protocols (or the problems found) per (path, sha256 of the content), newest last.
+#: Validated protocols (or the problems found) per (path, sha256 of the content), newest last:
+#: every heartbeat reads the file (an edit takes effect at the next one) but parses it only when
+#: its content changed.
 _PARSED: OrderedDict[tuple[str, str], Protocols | ProtocolError] = OrderedDict()
+#: Distinct contents kept parsed (a rollout has two: the old file and the new one).
+_PARSED_KEEP = 8
 _PARSED_LOCK = threading.Lock()  # heartbeats of one process run in threads
 
 
@@ -248,7 +251,7 @@ def _validated(path: str, content: bytes) -> Protocols:
         known = _parse_and_validate(path, content)
         with _PARSED_LOCK:
             _PARSED[key] = known
-            while len(_PARSED) > PROTOCOLS_PARSED_KEPT:
+            while len(_PARSED) > _PARSED_KEEP:
                 _PARSED.popitem(last=False)
     if isinstance(known, ProtocolError):
         raise ProtocolError(known.source, known.problems)
@@ -275,8 +278,8 @@ def _read(path: Path, max_bytes: int) -> bytes:
     except OSError as exc:
         raise ProtocolError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
     if len(content) > max_bytes:
-        cap = f"over the {max_bytes}-byte cap (FLEET_PROTOCOLS_MAX_BYTES)"
-        raise ProtocolError(str(path), [f"file too large: {cap}"])
+        limit = f"over the limit of {max_bytes:,} bytes (FLEET_PROTOCOLS_MAX_BYTES)"
+        raise ProtocolError(str(path), [f"file too large: {limit}"])
     return content
 
 

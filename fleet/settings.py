@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleet.constants import PROTOCOLS_MAX_BYTES
+from fleet.constants import MAX_PROTOCOLS_BYTES, MAX_RETENTION_DAYS, RETENTION_DAYS
 from fleet.errors import SettingsError
 
 #: Ports of the local services the project starts itself (not the standard ones,
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     mongo_db: str = "fleet"
     broker_url: str = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
     protocols_dir: Path = Path("protocols")
-    protocols_max_bytes: int = Field(default=PROTOCOLS_MAX_BYTES, gt=0)
+    protocols_max_bytes: int = Field(default=MAX_PROTOCOLS_BYTES, gt=0)
     pipeline: str | None = None
     catalogue: str | None = None
     debug: bool = False
@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     sim_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     sim_latency_s: float = Field(default=0.05, ge=0.0, le=60.0)
     store_sqlite_dir: Path | None = None
-    retention_days: float = Field(default=14.0, gt=0, le=3650)
+    retention_days: float = Field(default=RETENTION_DAYS, gt=0, le=MAX_RETENTION_DAYS)
     flower_port: int = Field(default=5555, gt=0, lt=65536)
     flower_user: str = "fleet"
     flower_password: str = "fleet"

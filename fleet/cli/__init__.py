@@ -10,6 +10,7 @@ One module per command group, each registering its commands on :data:`app`:
 | :mod:`~fleet.cli.definitions` | ``fleet agents``, ``fleet schedule``, ``fleet pipeline`` |
 | :mod:`~fleet.cli.board` | ``fleet board``, ``fleet board close`` |
 | :mod:`~fleet.cli.audits` | ``fleet audit``, ``fleet verify`` |
+| :mod:`~fleet.cli.retention` | ``fleet prune`` |
 | :mod:`~fleet.cli.doctor` | ``fleet doctor`` |
 
 A new group (``mcp``, ``token``, ``web``...) is one more module with a
@@ -31,7 +32,7 @@ import typer
 from kombu.exceptions import OperationalError as KombuOperationalError
 from pymongo.errors import PyMongoError
 
-from fleet.cli import audits, board, definitions, doctor, ledger, run, services
+from fleet.cli import audits, board, definitions, doctor, ledger, retention, run, services
 from fleet.cli.output import fail, help_without_command
 from fleet.errors import FleetError, first_line
 
@@ -51,6 +52,7 @@ ledger.register(app)
 run.register(app)
 definitions.register(app)
 audits.register(app)
+retention.register(app)
 doctor.register(app)
 app.add_typer(services.app, name="services")
 app.add_typer(board.app, name="board")

@@ -269,18 +269,17 @@ def test_a_file_over_the_cap_is_refused_before_parsing(tmp_path: Path) -> None:
         load_protocols(tmp_path, max_bytes=1000)
     # Then it is refused for its size, in one line, without being parsed
     message = str(info.value)
-    assert (
-        "file too large" in message and "1000-byte cap" in message and "FLEET_PROTOCOLS_MAX_BYTES" in message
-    )
+    assert "file too large" in message and "limit of 1,000 bytes" in message
+    assert "FLEET_PROTOCOLS_MAX_BYTES" in message
     assert "YAML" not in message and "\n" not in message
 
 
 def test_the_default_cap_comes_from_the_settings(tmp_path: Path) -> None:
-    from fleet.constants import PROTOCOLS_MAX_BYTES
+    from fleet.constants import MAX_PROTOCOLS_BYTES
     from fleet.settings import get_settings
 
-    assert get_settings().protocols_max_bytes == PROTOCOLS_MAX_BYTES
-    write(tmp_path, "#" * (PROTOCOLS_MAX_BYTES + 1))
+    assert get_settings().protocols_max_bytes == MAX_PROTOCOLS_BYTES
+    write(tmp_path, "#" * (MAX_PROTOCOLS_BYTES + 1))
     with pytest.raises(ProtocolError, match="file too large"):
         load_protocols(tmp_path)
 
@@ -303,3 +302,29 @@ def test_an_invalid_content_stays_invalid_from_the_cache(tmp_path: Path) -> None
     for _ in range(2):
         with pytest.raises(ProtocolError, match="not valid YAML"):
             load_protocols(tmp_path)
+
+
+def test_an_oversized_file_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    from fleet.constants import MAX_PROTOCOLS_BYTES
+
+    path = write(tmp_path, shipped_data())
+    with path.open("a") as out:
+        out.write("#" * MAX_PROTOCOLS_BYTES + "\n")  # valid YAML (a comment), just too big
+    with pytest.raises(ProtocolError) as caught:
+        load_protocols(tmp_path)
+    assert "limit" in str(caught.value) and str(path) in str(caught.value)
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_the_file_is_parsed_once_per_content_and_again_after_an_edit(tmp_path: Path) -> None:
+    from fleet import protocols as module
+
+    write(tmp_path, shipped_data())
+    first = load_protocols(tmp_path)
+    again = load_protocols(tmp_path)
+    assert again.protocols is first.protocols  # same bytes: the parsed model is reused
+    edited = {**shipped_data(), "version": "1.9"}
+    write(tmp_path, edited)
+    changed = load_protocols(tmp_path)
+    assert changed.version == "1.9" and changed.hash != first.hash
+    assert len(module._PARSED) <= module._PARSED_KEEP
