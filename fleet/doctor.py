@@ -17,14 +17,12 @@ from pydantic import BaseModel, ConfigDict
 
 from fleet.agents import Registry, load_registry, resolve_handler
 from fleet.constants import PROBE_TASK, PROBES
-from fleet.dispatch import send
 from fleet.errors import FleetError
 from fleet.pipeline import Pipeline, load_pipeline
 from fleet.procfile import procfile_queues
 from fleet.protocols import LoadedProtocols, load_protocols
 from fleet.routing import queue_names
 from fleet.settings import Settings, load_settings
-from fleet.store import database, ping_mongo, ping_redis
 
 T = TypeVar("T")
 
@@ -76,6 +74,8 @@ def settings_check() -> tuple[Check, Settings | None]:
 
 def redis_check(settings: Settings) -> Check:
     """The broker (Redis) answers."""
+    from fleet.store import ping_redis  # lazy: `celery -A fleet` runs the other checks without store clients
+
     fix = "start it (fleet services up) or fix FLEET_BROKER_URL"
     check, _ = _attempt("redis", fix, lambda: (None, f"reachable, version {ping_redis(settings)}"))
     return check
@@ -83,6 +83,8 @@ def redis_check(settings: Settings) -> Check:
 
 def store_check(settings: Settings) -> Check:
     """The MongoDB-wire store answers."""
+    from fleet.store import ping_mongo  # lazy: as in redis_check
+
     fix = "start it (fleet services up) or fix FLEET_MONGO_URL"
     detail = "MongoDB-wire store reachable, version {}"
     check, _ = _attempt("store", fix, lambda: (None, detail.format(ping_mongo(settings))))
@@ -156,6 +158,9 @@ def procfile_check(registry: Registry, procfile: Path) -> Check:
 
 def probe_check(settings: Settings, timeout: float) -> Check:
     """A worker on the ops queue runs ``fleet.probe`` and writes it back to the store."""
+    from fleet.dispatch import send  # lazy: as in redis_check
+    from fleet.store import database
+
     token = uuid.uuid4().hex
     send(PROBE_TASK, [token])
     db = database(settings)

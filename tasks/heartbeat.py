@@ -26,8 +26,9 @@ def task_retry_policy() -> TaskRetryPolicy:
     """The protocols' Celery-level retry numbers, read once when a worker imports this module.
 
     Celery fixes a task's retry options at definition time, so a change to
-    ``task_retry`` applies when workers restart; an unreadable file falls back to
-    the shipped defaults here (the heartbeat itself will refuse and say why).
+    ``task_retry`` applies when workers restart. ``celery -A fleet`` refuses to start on
+    an invalid file (:mod:`fleet.celery`); any other importer falls back to the shipped
+    defaults here (the heartbeat itself will refuse and say why).
     """
     try:
         return load_protocols(get_settings().protocols_dir).protocols.task_retry
