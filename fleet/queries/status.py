@@ -45,7 +45,7 @@ def board_tasks(db: Database[Doc], board: Board, include_closed: bool, limit: in
 
 
 class AuditReport(Model):
-    """The CEO's two audits as of now."""
+    """Both audits (drift and stranded) as of now."""
 
     protocol_version: str
     protocol_hash: str
