@@ -9,13 +9,17 @@ by the board) and closes the tasks whose condition is gone.
   (or for one that never existed); heartbeats that ran under other protocols than
   the current file, after the current file was first in use; specs naming stages
   or edges the pipeline no longer has; SLA overrides for stages that do not exist.
+- **Refusal loops** (:func:`refusal_loop_findings`): an agent refused again and again for
+  the same move, on one bet or on many, within the protocols' window; or bets held back
+  from an agent for that reason (:mod:`fleet.ledger.holds`). One finding per (agent, move),
+  assigned to the owner of the agent's spec.
 - **Stranded bets** (:func:`stranded_findings`): bets past their stage's SLA; bets
   whose latest claim expired unreleased (its holder died); bets failing again and
   again; bets one agent keeps deferring; bets at a stage nobody polls or nothing
   leaves. Each finding names the last responsible agent and what it did.
 
 Modules: :mod:`~fleet.audit.findings` (what a finding is, filing them),
-:mod:`~fleet.audit.drift`, :mod:`~fleet.audit.stranded`, and
+:mod:`~fleet.audit.drift`, :mod:`~fleet.audit.stranded`, :mod:`~fleet.audit.loops`, and
 :mod:`~fleet.audit.history` (which protocols touched a bet).
 
 The documents read are the shared-state contracts written by the ledger, the
@@ -27,6 +31,7 @@ from __future__ import annotations
 from fleet.audit.drift import drift_findings
 from fleet.audit.findings import DEFAULT_AUDITOR, Finding, FindingKind, file_findings
 from fleet.audit.history import protocol_versions_for_bet
+from fleet.audit.loops import refusal_loop_findings
 from fleet.audit.stranded import STUCK_OUTCOMES, BetView, bet_views, stranded_findings
 
 __all__ = [
@@ -39,5 +44,6 @@ __all__ = [
     "drift_findings",
     "file_findings",
     "protocol_versions_for_bet",
+    "refusal_loop_findings",
     "stranded_findings",
 ]

@@ -29,6 +29,7 @@ class FindingKind(StrEnum):
     REPEATED_FAILURES = "repeated_failures"
     OSCILLATING = "oscillating"
     DEAD_END = "dead_end"
+    REFUSAL_LOOP = "refusal_loop"
 
 
 class Finding(BaseModel):

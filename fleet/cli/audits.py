@@ -20,7 +20,7 @@ def audit(
     file: bool = typer.Option(False, "--file", help="file a board task per finding; close resolved ones"),
     as_json: bool = json_option(),
 ) -> None:
-    """Drift and stranded findings as of now (the auditing agent's view); --file puts them on the board."""
+    """Drift, stranded and refusal-loop findings now (the auditing agent's view); --file files them."""
     ops = connect()
     loaded = load_protocols(ops.settings.protocols_dir)
     found = queries.audit_report(ops.db, ops.registry, loaded, datetime.now(UTC))
@@ -28,7 +28,11 @@ def audit(
     if emit({**jsonable(found), "filed": filed}, as_json):
         return
     say(f"protocols {found.protocol_version} ({found.protocol_hash})")
-    for name, findings in (("drift", found.drift), ("stranded", found.stranded)):
+    for name, findings in (
+        ("drift", found.drift),
+        ("stranded", found.stranded),
+        ("refusal loops", found.loops),
+    ):
         view = table("kind", "agent", "finding")
         for f in findings:
             add(view, f.kind, f.agent, f.title)
@@ -41,7 +45,12 @@ def _file(ops: Ops, found: queries.AuditReport) -> dict[str, dict[str, int]]:
     """File the findings as board tasks by the operator; close each origin's resolved tasks."""
     ensure_indexes(ops.db)
     done = {}
-    for origin, findings in ((Origin.DRIFT, found.drift), (Origin.STRANDED, found.stranded)):
+    origins = (
+        (Origin.DRIFT, found.drift),
+        (Origin.STRANDED, found.stranded),
+        (Origin.REFUSAL_LOOP, found.loops),
+    )
+    for origin, findings in origins:
         filed, closed = file_findings(ops.board, findings, origin=origin, by=OPERATOR)
         done[str(origin)] = {"filed": filed, "closed": closed}
     return done

@@ -94,7 +94,7 @@ def status_view(s: queries.Status, noun: str) -> RenderableType:
     ]
     grid = Table.grid(padding=(0, 4))
     grid.add_row(_stages_view(s.stages, noun), Group(_throughput_view(s.throughput), _queues_view(s.queues)))
-    return Group(*lines, "", grid, _refusals_view(s.refusals, noun))
+    return Group(*lines, "", grid, _refused_moves_view(s.refused_moves), _refusals_view(s.refusals, noun))
 
 
 def _stages_view(stages: Iterable[queries.StageCount], noun: str) -> RenderableType:
@@ -117,6 +117,16 @@ def _queues_view(queue_depths: dict[str, int]) -> RenderableType:
     for name, depth in queue_depths.items():
         add(view, name, str(depth))
     return section("queue depths", view)
+
+
+def _refused_moves_view(moves: list[queries.RefusedMove]) -> RenderableType:
+    title = f"refusals per agent and move, last {queries.REFUSED_MOVES_WINDOW.total_seconds() / 3600:g} h"
+    if not moves:
+        return section(f"{title}: none")
+    view = table("agent", "move", "refusals", "items", "held back")
+    for m in moves:
+        add(view, m.agent, m.move, str(m.refusals), str(m.bets), str(m.held))
+    return section(title, view)
 
 
 def _refusals_view(refusals: queries.RefusalSummary, noun: str) -> RenderableType:
@@ -178,6 +188,12 @@ def bet(
         show(_touches_view(timeline.touches))
     if timeline.refusals:
         show(_bet_refusals_view(timeline.refusals))
+    for hold in timeline.holds:
+        say(
+            f"held back from {hold['agent']} at seq {hold['seq']} after {hold['refusals']} refusals of "
+            f"{hold['from_stage']} -> {hold['to_stage']} ({hold['reason']}), "
+            "until its spec or the protocols change"
+        )
 
 
 def _protocols_label(version: object, hash_: object) -> str:

@@ -21,12 +21,14 @@ from fleet.queries.activity import (
     HeartbeatSummary,
     Peak,
     RefusalSummary,
+    RefusedMove,
     Throughput,
     heartbeat_summary,
     heartbeats_per_agent,
     overlap_peak,
     peak_concurrency,
     refusal_summary,
+    refused_moves,
     throughput,
 )
 from fleet.queries.agents import AgentRow, HourRow, ScheduleReport, agent_rows, schedule_report
@@ -42,9 +44,17 @@ from fleet.queries.bets import (
     require_stage,
 )
 from fleet.queries.queues import queue_depths
-from fleet.queries.status import AuditReport, Status, audit_report, board_tasks, status_report
+from fleet.queries.status import (
+    REFUSED_MOVES_WINDOW,
+    AuditReport,
+    Status,
+    audit_report,
+    board_tasks,
+    status_report,
+)
 
 __all__ = [
+    "REFUSED_MOVES_WINDOW",
     "AgentBeats",
     "AgentRow",
     "AuditReport",
@@ -54,6 +64,7 @@ __all__ = [
     "HourRow",
     "Peak",
     "RefusalSummary",
+    "RefusedMove",
     "ScheduleReport",
     "StageCount",
     "Status",
@@ -73,6 +84,7 @@ __all__ = [
     "peak_concurrency",
     "queue_depths",
     "refusal_summary",
+    "refused_moves",
     "require_stage",
     "schedule_report",
     "status_report",

@@ -10,8 +10,9 @@ from typing import Any
 from pymongo import DESCENDING
 from pymongo.database import Database
 
-from fleet.constants import HEARTBEATS, REFUSALS, TRANSITIONS
+from fleet.constants import HEARTBEATS, HOLDS, REFUSALS, TRANSITIONS
 from fleet.ledger import Enforcer
+from fleet.ledger.holds import Holds
 from fleet.queries.common import Doc, Model, aware, find, str_or_none
 from fleet.store import reading
 
@@ -53,6 +54,40 @@ def refusal_summary(db: Database[Doc], enforcer: Enforcer, limit: int) -> Refusa
     with reading(REFUSALS):
         total = db[REFUSALS].count_documents({})
     return RefusalSummary(total=total, latest=enforcer.refusals(limit=limit))
+
+
+class RefusedMove(Model):
+    """Refusals of one agent for one move in a recent window, and the items held back from it."""
+
+    agent: str
+    move: str
+    refusals: int
+    bets: int
+    held: int
+
+
+def refused_moves(db: Database[Doc], since: datetime) -> list[RefusedMove]:
+    """Refusals per agent and attempted move since ``since`` (most refused first), with holds."""
+    per: dict[tuple[str, str], Counter[str]] = {}
+    for doc in find(db, REFUSALS, {"at": {"$gte": since}}, ["agent", "bet_id", "from_stage", "to_stage"]):
+        move = f"{doc.get('from_stage') or '(new)'} -> {doc.get('to_stage')}"
+        per.setdefault((str(doc.get("agent")), move), Counter())[str(doc.get("bet_id"))] += 1
+    held: Counter[tuple[str, str]] = Counter()
+    with reading(HOLDS):
+        for hold in Holds(db).every():
+            held[(hold.agent, f"{hold.from_stage or '(new)'} -> {hold.to_stage}")] += 1
+    rows = [
+        RefusedMove(
+            agent=agent, move=move, refusals=sum(c.values()), bets=len(c), held=held.get((agent, move), 0)
+        )
+        for (agent, move), c in per.items()
+    ]
+    rows += [
+        RefusedMove(agent=agent, move=move, refusals=0, bets=0, held=n)
+        for (agent, move), n in held.items()
+        if (agent, move) not in per
+    ]
+    return sorted(rows, key=lambda r: (-r.refusals, -r.held, r.agent, r.move))
 
 
 class HeartbeatSummary(Model):

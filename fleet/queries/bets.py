@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -9,9 +10,10 @@ from pymongo import DESCENDING
 from pymongo.database import Database
 
 from fleet.audit import protocol_versions_for_bet
-from fleet.constants import BETS
+from fleet.constants import BETS, HOLDS
 from fleet.errors import CorruptBet, UnknownStage
 from fleet.ledger import Enforcer
+from fleet.ledger.holds import Hold, Holds
 from fleet.ledger.records import parse_projection
 from fleet.pipeline import Pipeline
 from fleet.queries.common import Doc, Model
@@ -116,6 +118,7 @@ class BetTimeline(Model):
     transitions: list[TimelineEntry]
     touches: list[dict[str, Any]]
     refusals: list[dict[str, Any]]
+    holds: list[dict[str, Any]] = []
 
 
 def bet_timeline(db: Database[Doc], enforcer: Enforcer, bet_id: str, refusals: int = 50) -> BetTimeline:
@@ -134,4 +137,10 @@ def bet_timeline(db: Database[Doc], enforcer: Enforcer, bet_id: str, refusals: i
         transitions=[TimelineEntry.model_validate(r.model_dump()) for r in records],
         touches=touches,
         refusals=enforcer.refusals(bet_id, refusals),
+        holds=[asdict(hold) for hold in _holds_of(db, bet_id) if hold.seq == last.seq],
     )
+
+
+def _holds_of(db: Database[Doc], bet_id: str) -> list[Hold]:
+    with reading(HOLDS):
+        return Holds(db).of_bet(bet_id)

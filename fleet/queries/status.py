@@ -18,9 +18,11 @@ from fleet.protocols import LoadedProtocols, load_protocols
 from fleet.queries.activity import (
     Peak,
     RefusalSummary,
+    RefusedMove,
     Throughput,
     peak_concurrency,
     refusal_summary,
+    refused_moves,
     throughput,
 )
 from fleet.queries.bets import StageCount, bets_per_stage
@@ -31,6 +33,8 @@ from fleet.store import reading
 
 #: How far back ``fleet status`` looks for the peak of concurrent heartbeats.
 PEAK_WINDOW = timedelta(hours=24)
+#: How far back ``fleet status`` counts refusals per agent and move.
+REFUSED_MOVES_WINDOW = timedelta(hours=1)
 #: How many of the newest refusals ``fleet status`` lists.
 LATEST_REFUSALS = 5
 
@@ -51,6 +55,7 @@ class AuditReport(Model):
     protocol_hash: str
     drift: list[audit.Finding]
     stranded: list[audit.Finding]
+    loops: list[audit.Finding] = []
 
 
 def audit_report(
@@ -62,6 +67,7 @@ def audit_report(
         protocol_hash=loaded.hash,
         drift=audit.drift_findings(registry, loaded, db, now),
         stranded=audit.stranded_findings(registry, loaded, db, now),
+        loops=audit.refusal_loop_findings(registry, loaded, db, now),
     )
 
 
@@ -74,6 +80,7 @@ class Status(Model):
     stages: list[StageCount]
     throughput: Throughput
     refusals: RefusalSummary
+    refused_moves: list[RefusedMove] = []
     drift: int | None
     stranded: int | None
     audit_error: str | None
@@ -97,6 +104,7 @@ def status_report(
         stages=stages,
         throughput=throughput(db, minutes, now),
         refusals=refusals,
+        refused_moves=refused_moves(db, now - REFUSED_MOVES_WINDOW),
         drift=drift,
         stranded=stranded,
         audit_error=error,
