@@ -67,6 +67,7 @@ HELP_COMMANDS = [
     ["pipeline"],
     ["audit"],
     ["verify"],
+    ["prune"],
     ["doctor"],
     ["board"],
     ["board", "close"],
@@ -99,6 +100,7 @@ def test_every_command_speaks_the_pipelines_words(db: Database[Document], redis:
         "board": hiring("board"),
         "audit": hiring("audit"),
         "verify": hiring("verify"),
+        "prune": hiring("prune", "--dry-run"),
         "doctor": hiring("doctor"),
         "trigger": hiring("trigger", "screener"),
     }
