@@ -6,6 +6,7 @@
 | FLEET_MONGO_DB         | fleet                            | database name |
 | FLEET_BROKER_URL       | redis://127.0.0.1:6390/0         | Celery broker and lock store; unset = local Redis |
 | FLEET_PROTOCOLS_DIR    | protocols                        | folder holding the shared protocols file |
+| FLEET_PROTOCOLS_MAX_BYTES | 1048576 (1 MiB)               | a larger protocols file is refused before parsing |
 | FLEET_INSTRUCTIONS_DIR | instructions                     | folder of the agents' instructions files (a spec's `instructions` is relative to it) |
 | FLEET_PIPELINE         | (built-in default pipeline)      | ``module:attribute`` or a YAML/JSON file |
 | FLEET_CATALOGUE        | (built-in 52-agent catalogue)    | ``module:attribute`` or a YAML/JSON file |
@@ -35,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleet.constants import MAX_RETENTION_DAYS, RETENTION_DAYS
+from fleet.constants import MAX_PROTOCOLS_BYTES, MAX_RETENTION_DAYS, RETENTION_DAYS
 from fleet.errors import SettingsError
 
 #: Ports of the local services the project starts itself (not the standard ones,
@@ -53,6 +54,7 @@ class Settings(BaseSettings):
     mongo_db: str = "fleet"
     broker_url: str = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
     protocols_dir: Path = Path("protocols")
+    protocols_max_bytes: int = Field(default=MAX_PROTOCOLS_BYTES, gt=0)
     instructions_dir: Path = Path("instructions")
     pipeline: str | None = None
     catalogue: str | None = None
