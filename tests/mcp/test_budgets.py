@@ -84,3 +84,14 @@ def test_enforcer_is_untouched_by_a_skipped_heartbeat(
     record(db, GATE, None, cost_usd=5.0)
     beat(db, capped)
     assert Enforcer(db, get_registry().pipeline).get(bet.bet_id).seq == 0
+
+
+def test_fleet_agents_shows_spend_today_and_the_handler_kind(db: Database[Document], redis: Any) -> None:
+    from tests.cli.conftest import invoke
+
+    record(db, GATE, None, cost_usd=0.25)
+    record(db, GATE, "hb", cost_usd=0.5)
+    rows = {row["name"]: row for row in invoke("agents", "--json").json()}
+    assert rows[GATE]["spend_today_usd"] == 0.75 and rows[GATE]["handler_kind"] == "python"
+    assert rows["category_economics_gate"]["spend_today_usd"] == 0
+    assert "$0.75" in invoke("agents").out
