@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pymongo.database import Database
 
-from fleet.agents import get_registry
+from fleet.agents import get_registry, validate_catalogue
+from fleet.context import BetContext, Decision
+from fleet.defaults.catalogue import CATALOGUE
 from fleet.errors import FleetError
 from fleet.heartbeat import Runtime, run_heartbeat
 from fleet.ledger import Bet, Enforcer
+from fleet.pipeline import load_pipeline
 from fleet.protocols import load_protocols
 from fleet.settings import load_settings
 from fleet.store import Document
@@ -95,3 +99,28 @@ def test_fleet_agents_shows_spend_today_and_the_handler_kind(db: Database[Docume
     assert rows[GATE]["spend_today_usd"] == 0.75 and rows[GATE]["handler_kind"] == "python"
     assert rows["category_economics_gate"]["spend_today_usd"] == 0
     assert "$0.75" in invoke("agents").out
+
+
+def spending_gate(ctx: BetContext) -> Decision:
+    """A Python handler that reports $0.60 of model usage per bet and leaves the bet."""
+    ctx.report_usage(tokens_in=500, tokens_out=50, cost_usd=0.6, model="test")
+    return Decision.stay("thinking")
+
+
+def test_a_python_handler_reports_usage_and_is_stopped_by_its_budget(
+    db: Database[Document], redis: Any, capped: Path, bet: Bet
+) -> None:
+    data = copy.deepcopy(CATALOGUE)
+    for spec in data["agents"]:
+        if spec["name"] == GATE:
+            spec["handler"] = "tests.mcp.test_budgets:spending_gate"
+    registry = validate_catalogue(data, load_pipeline(None), "test")
+    settings = load_settings().model_copy(update={"protocols_dir": capped})
+    runtime = Runtime.build(settings, registry)
+    try:
+        statuses = [run_heartbeat(runtime, GATE, "adhoc").status for _ in range(3)]
+    finally:
+        runtime.pool.shutdown(wait=True)
+        runtime.bet_pool.shutdown(wait=True)
+    assert statuses == ["ok", "ok", "skipped"]  # $0.60, then $1.20: over the $1.00 cap
+    assert db["usage"].count_documents({"agent": GATE, "model": "test"}) == 2
