@@ -140,3 +140,13 @@ def test_the_program_never_sees_the_signing_secret(heartbeat: Any, bet: Bet, tmp
     names = dump.read_text()
     assert "FLEET_MCP_SECRET" not in names and "FLEET_MCP_TOKEN" in names and "FLEET_MONGO_URL" not in names
     assert os.environ.get("FLEET_MCP_SECRET") == SECRET
+
+
+def test_the_llm_gate_example_without_a_key_leaves_the_bet(
+    heartbeat: Any, bet: Bet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    record, runtime = heartbeat([sys.executable, str(ROOT / "examples" / "llm_gate.py")])
+    (entry,) = record.bets
+    assert entry["outcome"] == "deferred" and "no model configured" in entry["verdict"]
+    assert stage_of(runtime, bet) == ("sourced", 0)
