@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -39,7 +40,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fleet import usage
 from fleet.context import BetContext, Decision, HeartbeatContext
-from fleet.errors import AgentToolsUnavailable, ExternalAgentFailed, ExternalCallFailed, FleetError
+from fleet.errors import (
+    AgentToolsUnavailable,
+    ExternalAgentFailed,
+    ExternalCallFailed,
+    FleetError,
+    HandlerImportError,
+)
 from fleet.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -343,6 +350,9 @@ def resolve(spec: AgentSpec) -> ExternalAgent:
     if isinstance(spec.handler, WebhookHandler):
         return WebhookAgent(spec, spec.handler)
     if isinstance(spec.handler, CommandHandler):
+        program = spec.handler.command[0]
+        if shutil.which(program) is None and not Path(spec.handler.cwd or ".", program).is_file():
+            raise HandlerImportError(f"agent {spec.name!r}: command {program!r} is not found")
         return CommandAgent(spec, spec.handler)
     raise TypeError(f"agent {spec.name!r}: handler is not external")
 

@@ -150,3 +150,17 @@ def test_the_llm_gate_example_without_a_key_leaves_the_bet(
     (entry,) = record.bets
     assert entry["outcome"] == "deferred" and "no model configured" in entry["verdict"]
     assert stage_of(runtime, bet) == ("sourced", 0)
+
+
+def test_a_missing_program_fails_the_heartbeat_in_one_line_and_doctor_says_so(
+    heartbeat: Any, bet: Bet
+) -> None:
+    from fleet.doctor import handlers_check
+
+    record, runtime = heartbeat(["/nonexistent/agent-program"])
+    assert record.status == "failed" and "command '/nonexistent/agent-program' is not found" in (
+        record.error or ""
+    )
+    assert stage_of(runtime, bet) == ("sourced", 0)
+    check = handlers_check(registry_with(["/nonexistent/agent-program"]))
+    assert not check.ok and "is not found" in check.detail
