@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from fleet.pipeline import load_pipeline
 from fleet.settings import get_settings, load_settings
 from fleet.store import Document
 from tests.conftest import ROOT, wait_for
-from tests.mcp.conftest import SECRET
+from tests.mcp.conftest import SECRET, McpServer
 
 GATE = "source_validation_gate"
 AGENT = ROOT / "examples" / "deterministic_agent.py"
@@ -132,13 +133,22 @@ def test_mcp_server_down_fails_loudly_files_a_task_and_runs_nothing(
     assert stage_of(runtime, bet) == ("sourced", 0)
 
 
-def test_the_program_never_sees_the_signing_secret(heartbeat: Any, bet: Bet, tmp_path: Path) -> None:
-    dump = tmp_path / "env.txt"
-    code = f"import os; open({str(dump)!r}, 'w').write(repr(sorted(os.environ)))"
+def test_the_program_never_sees_the_signing_secret_and_gets_an_mcp_config(
+    heartbeat: Any, bet: Bet, tmp_path: Path, mcp_server: McpServer
+) -> None:
+    dump = tmp_path / "env.json"
+    code = (
+        "import json, os; env = dict(os.environ); "
+        "seen = {'names': sorted(env), 'config': json.load(open(env['FLEET_MCP_CONFIG']))}; "
+        f"json.dump(seen, open({str(dump)!r}, 'w'))"
+    )
     record, _ = heartbeat([sys.executable, "-c", code])
     assert record.status == "ok", record.error
-    names = dump.read_text()
-    assert "FLEET_MCP_SECRET" not in names and "FLEET_MCP_TOKEN" in names and "FLEET_MONGO_URL" not in names
+    seen = json.loads(dump.read_text())
+    assert "FLEET_MCP_SECRET" not in seen["names"] and "FLEET_MONGO_URL" not in seen["names"]
+    assert {"FLEET_MCP_TOKEN", "FLEET_MCP_URL", "FLEET_AGENT"} <= set(seen["names"])
+    server = seen["config"]["mcpServers"]["fleet"]
+    assert server["url"] == mcp_server.url and server["headers"]["Authorization"].startswith("Bearer ")
     assert os.environ.get("FLEET_MCP_SECRET") == SECRET
 
 

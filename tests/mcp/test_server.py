@@ -184,3 +184,30 @@ def test_the_readme_example_runs_as_written(mcp_server: McpServer, db: Any, bet:
     )
     assert ran.returncode == 0, ran.stderr
     assert bet.bet_id in ran.stdout
+
+
+def test_stdio_serves_one_local_agent_with_its_token(mcp_server: McpServer, db: Any, bet: Bet) -> None:
+    import os
+    import sys
+
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    from tests.conftest import ROOT
+
+    token = mint(mcp_server.settings, GATE, 60)
+    env = {**os.environ, "FLEET_MCP_SECRET": mcp_server.settings.mcp_secret.get_secret_value(),  # type: ignore[union-attr]
+           "FLEET_MCP_TOKEN": token}  # fmt: skip
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "fleet.cli", "mcp", "--stdio"], env=env, cwd=str(ROOT)
+    )
+
+    async def move() -> Any:
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            args = {"bet_id": bet.bet_id, "to_stage": "source_validated", "expected_seq": 0, "verdict": "ok"}
+            return client.result_data(await session.call_tool("move_bet", args))
+
+    assert anyio.run(move)["stage"] == "source_validated"
+    record = db[TRANSITIONS].find_one({"_id": f"{bet.bet_id}:1"})
+    assert record is not None and record["agent"] == GATE
