@@ -40,8 +40,8 @@ async def move_via_mcp(payload: dict[str, Any]) -> None:
         await session.initialize()
         bet_id = payload["bet"]["bet_id"]
         got = await session.call_tool("get_bet", {"bet_id": bet_id})
-        bet = got.structuredContent or {}
-        if got.isError or not bet.get("your_moves"):
+        bet = {} if got.isError else json.loads(got.content[0].text)  # tools answer with JSON text
+        if not bet.get("your_moves"):
             sys.exit(f"cannot read the bet or no move is mine: {got.content}")
         moved = await session.call_tool("move_bet", {
             "bet_id": bet_id, "to_stage": bet["your_moves"][0]["to_stage"],

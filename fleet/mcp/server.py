@@ -120,24 +120,27 @@ class Server:
 
 
 def _register(server: Server) -> None:  # noqa: C901 - one short closure per tool, nothing else
-    mcp, t = server.mcp, server.tools
+    t = server.tools
+    # Answers are JSON text only: an output schema would be a bare "object" (no help to a
+    # model) that both ends validate on every call, at a measurable cost per move.
+    tool = functools.partial(server.mcp.tool, structured_output=False)
 
-    @mcp.tool(description="Who you are: your agent name, the stages you poll, the edges you own.")
+    @tool(description="Who you are: your agent name, the stages you poll, the edges you own.")
     async def whoami(ctx: Context[Any, Any, Any]) -> dict[str, Any]:
         return await server.call(ctx, "whoami", t.whoami)  # type: ignore[no-any-return]
 
-    @mcp.tool(description="One bet: stage, seq, fields, the moves you own from its stage, and its timeline.")
+    @tool(description="One bet: stage, seq, fields, the moves you own from its stage, and its timeline.")
     async def get_bet(ctx: Context[Any, Any, Any], bet_id: BetId) -> dict[str, Any]:
         return await server.call(ctx, "get_bet", t.get_bet, bet_id=bet_id)  # type: ignore[no-any-return]
 
-    @mcp.tool(description="Bets waiting at the stages you poll, least recently attempted first.")
+    @tool(description="Bets waiting at the stages you poll, least recently attempted first.")
     async def list_waiting(
         ctx: Context[Any, Any, Any],
         limit: Annotated[int, Field(ge=1, le=MAX_WAITING, description="Most bets to return.")] = 20,
     ) -> dict[str, Any]:
         return await server.call(ctx, "list_waiting", t.list_waiting, limit=limit)  # type: ignore[no-any-return]
 
-    @mcp.tool(
+    @tool(
         description="Move a bet along an edge you own (advance, kill, park or revive). The move is "
         "checked by the transition enforcer; a refusal says why and lists the moves allowed."
     )
@@ -154,7 +157,7 @@ def _register(server: Server) -> None:  # noqa: C901 - one short closure per too
             expected_seq=expected_seq, verdict=verdict, evidence=evidence,
         )  # fmt: skip
 
-    @mcp.tool(description="Create a bet in the pipeline's first stage (only creator agents may).")
+    @tool(description="Create a bet in the pipeline's first stage (only creator agents may).")
     async def create_bet(
         ctx: Context[Any, Any, Any],
         fields: BetFields,
@@ -164,18 +167,18 @@ def _register(server: Server) -> None:  # noqa: C901 - one short closure per too
     ) -> dict[str, Any]:
         return await server.call(ctx, "create_bet", t.create_bet, fields=fields, bet_id=bet_id)  # type: ignore[no-any-return]
 
-    @mcp.tool(description="The shared protocols file: version, content hash and full text (YAML).")
+    @tool(description="The shared protocols file: version, content hash and full text (YAML).")
     async def read_protocols(ctx: Context[Any, Any, Any]) -> dict[str, Any]:
         return await server.call(ctx, "read_protocols", t.read_protocols)  # type: ignore[no-any-return]
 
-    @mcp.tool(description="Open board tasks assigned to you (or every open task with everyone=true).")
+    @tool(description="Open board tasks assigned to you (or every open task with everyone=true).")
     async def list_tasks(
         ctx: Context[Any, Any, Any],
         everyone: Annotated[bool, Field(description="List every open task, not only yours.")] = False,
     ) -> dict[str, Any]:
         return await server.call(ctx, "list_tasks", t.list_tasks, everyone=everyone)  # type: ignore[no-any-return]
 
-    @mcp.tool(
+    @tool(
         description="File a task on the board for an agent; while one with the same dedupe_key is "
         "open, the open one is returned instead of a duplicate."
     )
@@ -191,7 +194,7 @@ def _register(server: Server) -> None:  # noqa: C901 - one short closure per too
             detail=detail or {}, dedupe_key=dedupe_key,
         )  # fmt: skip
 
-    @mcp.tool(description="Close a board task assigned to you or filed by you; closing is final.")
+    @tool(description="Close a board task assigned to you or filed by you; closing is final.")
     async def close_task(
         ctx: Context[Any, Any, Any],
         task_id: Annotated[str, Field(min_length=1, description="The task's id, from list_tasks.")],
@@ -199,7 +202,7 @@ def _register(server: Server) -> None:  # noqa: C901 - one short closure per too
     ) -> dict[str, Any]:
         return await server.call(ctx, "close_task", t.close_task, task_id=task_id, reason=reason)  # type: ignore[no-any-return]
 
-    @mcp.tool(description="Report model usage of this run (tokens in/out, cost) for budgets and spend.")
+    @tool(description="Report model usage of this run (tokens in/out, cost) for budgets and spend.")
     async def report_usage(
         ctx: Context[Any, Any, Any],
         tokens_in: Annotated[int, Field(ge=0, description="Prompt tokens used.")],
