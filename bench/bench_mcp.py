@@ -32,7 +32,7 @@ BETS = 20
 #: The signing secret of the bench's server (bench only).
 SECRET = "bench-secret-for-the-fleet-mcp-server-0123456789"
 
-METRICS = {"inprocess_move_ms": "<= 50", "mcp_move_ms": "<= 60", "mcp_added_ms": "<= 10"}
+METRICS = {"inprocess_move_ms": "<= 50", "mcp_move_ms": "<= 60", "mcp_added_ms": "<= 5"}
 
 
 def _settings(port: int) -> Any:
