@@ -319,6 +319,8 @@ def payload(ctx: BetContext | HeartbeatContext) -> dict[str, Any]:
     if isinstance(ctx, BetContext):
         data["bet"] = ctx.bet.model_dump(mode="json")
         data["your_moves"] = ctx.options()
+    else:  # an agent that polls no stage works from its board tasks
+        data["tasks"] = [task.model_dump(mode="json") for task in ctx.tasks]
     return data
 
 

@@ -174,3 +174,21 @@ def test_a_missing_program_fails_the_heartbeat_in_one_line_and_doctor_says_so(
     assert stage_of(runtime, bet) == ("sourced", 0)
     check = handlers_check(registry_with(["/nonexistent/agent-program"]))
     assert not check.ok and "is not found" in check.detail
+
+
+def test_doctor_checks_the_mcp_server_when_agents_are_external(
+    agent_env: None, mcp_server: McpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fleet import services as svc
+    from fleet.doctor import mcp_checks
+
+    external, plain = (
+        registry_with(agent("print")),
+        validate_catalogue(CATALOGUE, load_pipeline(None), "test"),
+    )
+    assert mcp_checks(load_settings(), plain) == []
+    (ok,) = mcp_checks(load_settings(), external)
+    assert ok.ok and GATE in ok.detail
+    monkeypatch.setenv("FLEET_MCP_URL", f"http://127.0.0.1:{svc.free_port()}/mcp")
+    (down,) = mcp_checks(load_settings(), external)
+    assert not down.ok and "does not answer" in down.detail and "fleet mcp" in down.fix
