@@ -6,6 +6,7 @@ fleet runs it per claimed bet with a JSON payload on stdin and ``FLEET_MCP_URL``
 - ``mcp``: read the bet through the MCP tools and move it along its first advance edge
   itself (the SDK's streamable HTTP client), printing nothing;
 - ``print``: print one JSON decision for fleet to commit;
+- ``create``: (an agent that polls nothing, e.g. a scout) create one bet through MCP;
 - ``garbage``, ``fail``, ``hang``: misbehave (tests of the runtime's failure handling).
   ``hang PIDFILE`` starts a child that sleeps too and writes its pid to PIDFILE.
 """
@@ -18,6 +19,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 
@@ -26,7 +29,9 @@ def first_advance(payload: dict[str, Any]) -> str | None:
     return moves[0] if moves else None
 
 
-async def move_via_mcp(payload: dict[str, Any]) -> None:
+@asynccontextmanager
+async def fleet_session() -> AsyncIterator[Any]:
+    """An MCP session to the fleet as this agent (URL and token from the environment)."""
     import httpx  # here, not at the top: the other modes start fast without the SDK
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
@@ -38,6 +43,18 @@ async def move_via_mcp(payload: dict[str, Any]) -> None:
         ClientSession(read, write) as session,
     ):
         await session.initialize()
+        yield session
+
+
+async def create_via_mcp(payload: dict[str, Any]) -> None:
+    async with fleet_session() as session:
+        made = await session.call_tool("create_bet", {"fields": {"idea": f"from {payload['agent']}"}})
+        if made.isError:
+            sys.exit(f"create refused: {made.content}")
+
+
+async def move_via_mcp(payload: dict[str, Any]) -> None:
+    async with fleet_session() as session:
         bet_id = payload["bet"]["bet_id"]
         got = await session.call_tool("get_bet", {"bet_id": bet_id})
         bet = {} if got.isError else json.loads(got.content[0].text)  # tools answer with JSON text
@@ -57,6 +74,8 @@ def main(argv: list[str]) -> None:
     payload = json.load(sys.stdin)
     if mode == "mcp":
         asyncio.run(move_via_mcp(payload))
+    elif mode == "create":
+        asyncio.run(create_via_mcp(payload))
     elif mode == "print":
         usage = {"tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "model": "deterministic"}
         evidence = {"mode": "print"}

@@ -192,3 +192,24 @@ def test_doctor_checks_the_mcp_server_when_agents_are_external(
     monkeypatch.setenv("FLEET_MCP_URL", f"http://127.0.0.1:{svc.free_port()}/mcp")
     (down,) = mcp_checks(load_settings(), external)
     assert not down.ok and "does not answer" in down.detail and "fleet mcp" in down.fix
+
+
+def test_a_scout_command_agent_creates_a_bet_through_mcp(
+    db: Database[Document], redis: redis_lib.Redis, agent_env: None
+) -> None:
+    scout = load_pipeline(None).creators[0]
+    data = copy.deepcopy(CATALOGUE)
+    for spec in data["agents"]:
+        if spec["name"] == scout:
+            spec["handler"] = {"command": agent("create")}
+    runtime = Runtime.build(load_settings(), validate_catalogue(data, load_pipeline(None), "test"))
+    try:
+        record = run_heartbeat(runtime, scout, "adhoc")
+    finally:
+        runtime.pool.shutdown(wait=True)
+        runtime.bet_pool.shutdown(wait=True)
+    assert record.status == "ok", record.error
+    (created,) = db["transitions"].find({"seq": 0})
+    assert (created["agent"], created["heartbeat_id"], created["fields"]) == (
+        scout, record.heartbeat_id, {"idea": f"from {scout}"}
+    )  # fmt: skip
