@@ -720,6 +720,13 @@ def demo(
     raise typer.Exit(code)
 
 
+# --- the web console (fleet/web) ---------------------------------------------------------------
+
+from fleet.web.command import web as web_command  # noqa: E402  (kept next to its one use)
+
+app.command("web")(web_command)
+
+
 # --- entry point ----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,92 @@
+"""Fixtures for the web console: the real app over the session's FerretDB and Redis, and a seeded fleet."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis as redis_lib
+from pymongo.database import Database
+from starlette.testclient import TestClient
+
+from fleet.agents import Registry, get_registry
+from fleet.board import Board, Origin
+from fleet.ledger import Bet, Enforcer
+from fleet.protocols import load_protocols
+from fleet.settings import Settings, get_settings
+from fleet.store import Document
+from fleet.web.app import create_app
+
+USER, PASSWORD = "ops", "s3cret-for-tests"
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+AUTH = basic(USER, PASSWORD)
+
+
+@pytest.fixture
+def web_settings(stack: object) -> Settings:
+    return get_settings().model_copy(update={"web_user": USER, "web_password": PASSWORD})
+
+
+@pytest.fixture
+def client(db: Database[Document], redis: redis_lib.Redis, web_settings: Settings) -> Iterator[TestClient]:
+    """The console over the clean test database, the default pipeline and catalogue; logged in."""
+    with TestClient(create_app(web_settings), headers=AUTH, follow_redirects=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def anonymous(db: Database[Document], redis: redis_lib.Redis, web_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(web_settings), follow_redirects=False) as test_client:
+        yield test_client
+
+
+@dataclass
+class Seeded:
+    """A small fleet state: bets at several stages, one refusal, one open board task."""
+
+    registry: Registry
+    enforcer: Enforcer
+    bets: list[Bet]
+    moved: Bet
+    task_id: str
+
+
+@pytest.fixture
+def seeded(db: Database[Document]) -> Seeded:
+    registry = get_registry()
+    pipeline = registry.pipeline
+    enforcer = Enforcer(db, pipeline)
+    stamp = load_protocols(get_settings().protocols_dir).stamp
+    creator = pipeline.creators[0]
+    bets = [enforcer.create_bet(creator, {"idea": f"idea {i}"}, stamp=stamp) for i in range(4)]
+    first_edge = pipeline.edges_from(pipeline.initial_stage)[0]
+    moved = enforcer.advance(
+        bets[0].bet_id,
+        first_edge.dest,
+        first_edge.owner,
+        0,
+        verdict="pass",
+        evidence={"score": 0.9},
+        stamp=stamp,
+    )
+    with pytest.raises(Exception, match="refused|owner|not"):
+        enforcer.advance(bets[1].bet_id, first_edge.dest, creator, 0, verdict="rogue")
+    task, _ = Board(db).file(
+        assignee="ceo", origin=Origin.STRANDED, dedupe_key="k1", title="look at this", by="ceo"
+    )
+    return Seeded(registry, enforcer, bets, moved, task.task_id)
+
+
+def csrf_token(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
+    assert found, "the page has no anti-forgery token"
+    return found.group(1)
