@@ -310,7 +310,7 @@ def create_app(
         Route("/pipeline", pipeline_page),
         Route("/pipeline/live", pipeline_page),
         Route("/bets", bets_page),
-        Route("/bets/{bet_id}", bet_page),
+        Route("/bets/{bet_id:path}", bet_page),
         Route("/agents", agents_page),
         Route("/agents/live", agents_page),
         Route("/agents/{agent}/trigger", trigger_post, methods=["POST"]),

@@ -6,6 +6,7 @@ import base64
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import pytest
 import redis as redis_lib
@@ -90,3 +91,8 @@ def csrf_token(html: str) -> str:
     found = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
     assert found, "the page has no anti-forgery token"
     return found.group(1)
+
+
+def close_url(task_id: str) -> str:
+    """Where a task's close form posts (task ids hold ``#``, so they are quoted)."""
+    return f"/board/{quote(task_id, safe='')}/close"
