@@ -147,9 +147,13 @@ def positive(name: str, value: float) -> None:
 
 
 @services_app.command("install")
-def services_install() -> None:
+def services_install(
+    browser: bool = typer.Option(False, "--browser", help="also chromium + chromedriver (the browser test)"),
+) -> None:
     """Install redis-server (apt-get) and build FerretDB once (cached in FLEET_HOME/bin)."""
     settings = get_settings()
+    if browser:
+        console.print("chromium, chromedriver: " + ", ".join(map(str, svc.browser_binaries())))
     if settings.local_redis:
         console.print(f"redis-server: {svc.redis_binary()}")
     if settings.local_mongo:
@@ -674,6 +678,7 @@ def up(procfile: Path = PROCFILE_OPTION) -> None:
         console.print(f"{name}: running (pid {pid})")
     ping_redis(settings)
     ping_mongo(settings)
+    say(f"web console: {settings.web_url} (user {settings.web_user}), Flower: {settings.flower_url}")
     code = run_honcho(procfile)
     console.print("the fleet stopped; the services keep running: `fleet services down` stops them")
     raise typer.Exit(code)
