@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
-from fleet.pipeline import Kind, Pipeline
+from fleet.pipeline import Kind, Pipeline, Transition
 
 NODE_W, NODE_H = 190, 46
 ROW_H, COL_W, SIDE_GAP = 96, 250, 330
@@ -99,8 +99,10 @@ def stage_graph(pipeline: Pipeline, counts: Mapping[str, int], breaches: Mapping
         f'<svg xmlns="http://www.w3.org/2000/svg" class="stage-graph" viewBox="0 0 {width:.0f} {height:.0f}"'
         f' width="{width:.0f}" role="img" aria-label="stage graph of {escape(pipeline.name)}">',
         *_markers(),
-        *(_edge(pipeline, i, places) for i in range(len(pipeline.transitions))),
+        *(_edge(edge, places) for edge in pipeline.transitions),
         *(_node(name, places[name], counts.get(name, 0), breaches.get(name, 0)) for name in places),
+        # Owner labels last, over the boxes: an edge may pass under a stage it does not touch.
+        *(_label(edge, places) for edge in pipeline.transitions),
         "</svg>",
     ]
     return "\n".join(parts)
@@ -119,21 +121,29 @@ def _markers() -> list[str]:
     ]
 
 
-def _edge(pipeline: Pipeline, index: int, places: Mapping[str, Point]) -> str:
-    edge = pipeline.transitions[index]
+def _ends(edge: Transition, places: Mapping[str, Point]) -> tuple[Point, Point]:
     a, b = places[edge.source], places[edge.dest]
-    start, end = _clip(a, b), _clip(b, a)
+    return _clip(a, b), _clip(b, a)
+
+
+def _edge(edge: Transition, places: Mapping[str, Point]) -> str:
+    start, end = _ends(edge, places)
     colour = EDGE_COLOURS.get(edge.kind, "#4a5568")
-    # Labels sit a third of the way along, so the many edges into one stage do not stack theirs.
-    lx, ly = start.x + (end.x - start.x) / 3, start.y + (end.y - start.y) / 3
     title = f"{edge.source} -> {edge.dest}: {edge.kind}, owned by {edge.owner}"
     return (
         f'<g class="edge edge-{edge.kind}" data-from="{escape(edge.source)}" data-to="{escape(edge.dest)}">'
         f"<title>{escape(title)}</title>"
         f'<line x1="{start.x:.1f}" y1="{start.y:.1f}" x2="{end.x:.1f}" y2="{end.y:.1f}" stroke="{colour}"'
-        f' stroke-width="1.5" marker-end="url(#arrow-{edge.kind})"/>'
-        f'<text x="{lx:.1f}" y="{ly:.1f}" class="owner" fill="{colour}">{escape(edge.owner)}</text></g>'
+        f' stroke-width="1.5" marker-end="url(#arrow-{edge.kind})"/></g>'
     )
+
+
+def _label(edge: Transition, places: Mapping[str, Point]) -> str:
+    start, end = _ends(edge, places)
+    # A third of the way along, so the many edges into one stage do not stack their labels.
+    x, y = start.x + (end.x - start.x) / 3, start.y + (end.y - start.y) / 3
+    colour = EDGE_COLOURS.get(edge.kind, "#4a5568")
+    return f'<text x="{x:.1f}" y="{y:.1f}" class="owner" fill="{colour}">{escape(edge.owner)}</text>'
 
 
 def _node(name: str, at: Point, count: int, breaches: int) -> str:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -17,9 +22,12 @@ from fleet.agents import Registry, get_registry
 from fleet.board import Board, Origin
 from fleet.ledger import Bet, Enforcer
 from fleet.protocols import load_protocols
+from fleet.services import free_port, port_open
 from fleet.settings import Settings, get_settings
 from fleet.store import Document
 from fleet.web.app import create_app
+
+from ..conftest import ROOT, Stack, wait_for
 
 USER, PASSWORD = "ops", "s3cret-for-tests"
 
@@ -96,3 +104,41 @@ def csrf_token(html: str) -> str:
 def close_url(task_id: str) -> str:
     """Where a task's close form posts (task ids hold ``#``, so they are quoted)."""
     return f"/board/{quote(task_id, safe='')}/close"
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@pytest.fixture
+def server(stack: Stack, tmp_path: Path) -> Iterator[Server]:
+    """``python -m fleet.web`` on a free port, credentials and a 1 s refresh from its environment."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **stack.env,
+        "FLEET_WEB_USER": USER,
+        "FLEET_WEB_PASSWORD": PASSWORD,
+        "FLEET_WEB_PORT": str(port),
+        "FLEET_WEB_REFRESH_S": "1",
+    }
+    log = tmp_path / "web.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleet.web"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: port_open(port) or proc.poll() is not None, 60, "the web console to listen")
+        assert proc.poll() is None, log.read_text()
+        yield Server(f"http://127.0.0.1:{port}", proc, log)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
