@@ -54,6 +54,10 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
 }
 
 #: Collections pruned by age alone, and their time field: TTL indexes on MongoDB.
+#: Default and largest retention window (days) for what :mod:`fleet.retention` prunes.
+RETENTION_DAYS: Final = 14.0
+MAX_RETENTION_DAYS: Final = 3650.0
+
 TTL_FIELDS: Final = {HEARTBEATS: "started_at", REFUSALS: "at", PROBES: "at"}
 
 #: The expression FerretDB v1.24's SQLite backend filters ``_id`` with, and the suffix of the
@@ -75,3 +79,6 @@ OPS_QUEUE: Final = "ops"
 # --- local services ---------------------------------------------------------------
 FERRETDB_MODULE: Final = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION: Final = "v1.24.2"
+
+#: Largest protocols file fleet reads (checked before parsing; a real one is a few KiB).
+MAX_PROTOCOLS_BYTES: Final = 1024 * 1024

@@ -47,7 +47,7 @@ from fleet.locks import agent_lock
 from fleet.pipeline import Kind
 from fleet.protocols import LoadedProtocols, load_protocols
 from fleet.settings import Settings, get_settings
-from fleet.store import clock, database, ensure_indexes, redis_client, translated
+from fleet.store import Document, clock, database, ensure_indexes, redis_client, translated
 
 #: Threads per process for ``ctx.gather`` (independent lookups inside one heartbeat).
 LOOKUP_THREADS = 8
@@ -365,13 +365,17 @@ def _renewing(claims: Claims, ttl: timedelta) -> Iterator[None]:
 def _finish(runtime: Runtime, record: HeartbeatRecord) -> None:
     record.finished_at = clock(runtime.db).now()
     logs.emit(record.line(), record.trace)
-    doc = record.to_doc()
+    write_record(runtime.db, record.to_doc())
+
+
+def write_record(db: Database[Document], doc: Document) -> None:
+    """Store one heartbeat record (keyed by the heartbeat id)."""
     with translated("heartbeat record"):
         try:
-            runtime.db[HEARTBEATS].insert_one(doc)  # an insert: its cost does not grow with history
+            db[HEARTBEATS].insert_one(doc)  # an insert: its cost does not grow with history
         except DuplicateKeyError:
             # The same heartbeat ran before (a retry or a redelivery): its last run's record wins.
-            runtime.db[HEARTBEATS].replace_one({"_id": record.heartbeat_id}, doc)
+            db[HEARTBEATS].replace_one({"_id": doc["_id"]}, doc)
 
 
 __all__ = ["HeartbeatRecord", "LoadedProtocols", "Runtime", "get_runtime", "run_heartbeat"]
