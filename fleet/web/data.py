@@ -64,8 +64,12 @@ class Sources:
 
 @dataclass(frozen=True)
 class Audits:
-    """The CEO's audits now; ``error`` when the protocols file is invalid (then no findings)."""
+    """The CEO's audits now and each stage's SLA in hours (protocol overrides applied).
 
+    ``error`` when the protocols file is invalid: then no findings, and the pipeline's own SLAs.
+    """
+
+    sla_hours: dict[str, float]
     drift: list[Finding] = field(default_factory=list)
     stranded: list[Finding] = field(default_factory=list)
     error: str | None = None
@@ -82,12 +86,19 @@ class Audits:
 
 
 def audits(src: Sources, now: datetime) -> Audits:
+    pipeline = src.registry.pipeline
     try:
         loaded = load_protocols(src.settings.protocols_dir)
     except ProtocolError as exc:
-        return Audits(error=str(exc))
+        own = {s.name: s.sla_hours for s in pipeline.stages if s.sla_hours and not s.terminal}
+        return Audits(sla_hours=own, error=str(exc))
+    slas = {s.name: loaded.protocols.effective_sla(pipeline, s.name) for s in pipeline.stages}
     found = report.audit_report(src.db, src.registry, loaded, now)
-    return Audits(drift=found.drift, stranded=found.stranded)
+    return Audits(
+        sla_hours={name: sla.total_seconds() / 3600 for name, sla in slas.items() if sla is not None},
+        drift=found.drift,
+        stranded=found.stranded,
+    )
 
 
 # --- the pipeline page ------------------------------------------------------------------------
@@ -134,7 +145,7 @@ def pipeline_view(src: Sources, now: datetime, found: Audits | None = None) -> P
             known=row.known,
             count=row.count,
             oldest_age_s=(now - oldest[row.stage]).total_seconds() if row.stage in oldest else None,
-            sla_hours=_sla_hours(src, row.stage),
+            sla_hours=found.sla_hours.get(row.stage),
             past_sla=breaches.get(row.stage, 0),
             entered=flow.get(row.stage, figures.Flow()).entered,
             left=flow.get(row.stage, figures.Flow()).left,
@@ -151,11 +162,6 @@ def pipeline_view(src: Sources, now: datetime, found: Audits | None = None) -> P
         open_tasks=len(src.board.open_tasks()),
         audit_error=found.error,
     )
-
-
-def _sla_hours(src: Sources, stage: str) -> float | None:
-    known = src.registry.pipeline.stage_map.get(stage)
-    return None if known is None else known.sla_hours
 
 
 # --- bets -------------------------------------------------------------------------------------
@@ -283,11 +289,10 @@ def metrics_snapshot(src: Sources) -> MetricsSnapshot:
     found = audits(src, now)
     view = pipeline_view(src, now, found)
     day_share = src.settings.day_seconds / 86400
-    pipeline = src.registry.pipeline
     return MetricsSnapshot(
         at=now,
         stages=view.stages,
-        sla_s={s.name: s.sla_hours * 3600 for s in pipeline.stages if s.sla_hours is not None},
+        sla_s={stage: hours * 3600 for stage, hours in found.sla_hours.items()},
         transitions=figures.transition_totals(src.db),
         refusals=figures.refusal_totals(src.db),
         heartbeats=figures.heartbeat_figures(src.db),

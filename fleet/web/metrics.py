@@ -80,7 +80,7 @@ def _stage_metrics(snap: MetricsSnapshot) -> Iterator[Metric]:
     )
     yield _gauge(
         "fleet_stage_sla_seconds",
-        "The pipeline's SLA of each stage that has one.",
+        "How long a bet may wait at each stage that has an SLA (protocol overrides applied).",
         ["stage"],
         (([name], seconds) for name, seconds in snap.sla_s.items()),
     )

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from pymongo.database import Database
 from starlette.testclient import TestClient
 
 from fleet import report
-from fleet.constants import TRANSITIONS
+from fleet.constants import BETS, TRANSITIONS
+from fleet.settings import Settings
 from fleet.store import Document
+from fleet.web.app import create_app
 
-from .conftest import Seeded
+from .conftest import AUTH, Seeded
 
 
 def scrape(client: TestClient) -> dict[str, list[Sample]]:
@@ -73,3 +78,41 @@ def test_heartbeat_metrics_come_from_the_heartbeat_records(
     assert histogram["fleet_heartbeat_duration_seconds_sum"].value == 0.6 + 120 + 30
     last = by_label(metrics["fleet_agent_last_heartbeat_timestamp_seconds"], "agent")
     assert set(last) == {"alpha", "beta"}
+
+
+def waiting_since(db: Database[Document], bet_id: str, hours: float) -> None:
+    """Make the bet look as if it arrived at its stage ``hours`` ago (its projection's time)."""
+    db[BETS].update_one({"_id": bet_id}, {"$set": {"updated_at": datetime.now(UTC) - timedelta(hours=hours)}})
+
+
+def test_sla_breaches_show_on_the_page_and_in_metrics(
+    client: TestClient, seeded: Seeded, db: Database[Document]
+) -> None:
+    initial = seeded.registry.pipeline.stage_map[seeded.registry.pipeline.initial_stage]
+    assert initial.sla_hours is not None
+    waiting_since(db, seeded.bets[2].bet_id, initial.sla_hours + 1)
+    metrics = scrape(client)
+    assert by_label(metrics["fleet_stage_sla_breaches"], "stage")[initial.name] == 1
+    assert by_label(metrics["fleet_stage_sla_seconds"], "stage")[initial.name] == initial.sla_hours * 3600
+    assert (
+        by_label(metrics["fleet_stage_oldest_bet_age_seconds"], "stage")[initial.name]
+        > initial.sla_hours * 3600
+    )
+    row = client.get("/pipeline").text.split(f'<tr data-stage="{initial.name}"', 1)[1].split("</tr>", 1)[0]
+    assert '<td class="num late">1</td>' in row
+
+
+def test_a_protocols_sla_override_is_the_sla_shown(
+    seeded: Seeded, db: Database[Document], redis: object, web_settings: Settings, tmp_path: Path
+) -> None:
+    initial = seeded.registry.pipeline.initial_stage
+    text = (web_settings.protocols_dir / "fleet.yaml").read_text()
+    (tmp_path / "fleet.yaml").write_text(
+        text.replace("stage_sla_hours: {}", f"stage_sla_hours: {{{initial}: 100}}")
+    )
+    waiting_since(db, seeded.bets[2].bet_id, 50)
+    settings = web_settings.model_copy(update={"protocols_dir": tmp_path})
+    with TestClient(create_app(settings), headers=AUTH) as custom:
+        metrics = scrape(custom)
+    assert by_label(metrics["fleet_stage_sla_seconds"], "stage")[initial] == 100 * 3600
+    assert by_label(metrics["fleet_stage_sla_breaches"], "stage")[initial] == 0
