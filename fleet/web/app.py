@@ -55,6 +55,8 @@ HERE = Path(__file__).parent
 MAX_ID_LENGTH = 200
 #: Longest close reason accepted (it is stored in the task's history).
 MAX_REASON_LENGTH = 2000
+#: Largest request body read (a form holds a token and a reason): larger is refused with 413.
+MAX_BODY_BYTES = 64 * 1024
 
 STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (CsrfRefused, 403),
@@ -264,7 +266,8 @@ async def store_error(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     code = exc.status_code if isinstance(exc, HTTPException) else 500
-    message = "no such page" if code == 404 else str(getattr(exc, "detail", "error"))
+    messages = {404: "no such page", 405: "method not allowed", 413: "request too large"}
+    message = messages.get(code, str(getattr(exc, "detail", "error")))
     return console_of(request).page(request, "error.html", status=code, message=message, code=code)
 
 
@@ -333,6 +336,7 @@ def create_app(
             Middleware(BasicAuth, user=settings.web_user, password=settings.web_password),
         ],
         exception_handlers=handlers,
+        max_body_size=MAX_BODY_BYTES,
     )
     app.state.console = Console(sources, csrf or CsrfTokens())
     return app

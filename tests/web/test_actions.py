@@ -55,6 +55,15 @@ def test_closing_a_task_needs_a_reason_and_keeps_it(
     assert f'data-task="{seeded.task_id}"' not in client.get("/board").text
 
 
+def test_an_oversized_post_is_refused_and_changes_nothing(
+    client: TestClient, seeded: Seeded, db: Database[Document]
+) -> None:
+    token = csrf_token(client.get("/board").text)
+    response = client.post(close_url(seeded.task_id), data={"csrf_token": token, "reason": "x" * 100_000})
+    assert response.status_code == 413
+    assert Board(db).get(seeded.task_id).is_open
+
+
 def test_closing_an_unknown_task_is_a_404(client: TestClient, seeded: Seeded) -> None:
     token = csrf_token(client.get("/board").text)
     response = client.post("/board/nope/close", data={"csrf_token": token, "reason": "x"})
