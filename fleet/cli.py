@@ -47,6 +47,7 @@ from fleet.protocols import load_protocols
 from fleet.routing import route_task
 from fleet.settings import Settings, get_settings, mask_url
 from fleet.store import Document, database, ensure_indexes, ping_mongo, ping_redis, redis_client
+from fleet.web.command import web as web_command
 
 app = typer.Typer(
     add_completion=False,
@@ -751,8 +752,6 @@ def demo(
 
 
 # --- the web console (fleet/web) ---------------------------------------------------------------
-
-from fleet.web.command import web as web_command  # noqa: E402  (kept next to its one use)
 
 app.command("web")(web_command)
 
