@@ -59,15 +59,27 @@ class Flow:
     left: int = 0
 
 
-def flow_per_stage(db: Database[Doc], since: datetime) -> dict[str, Flow]:
-    """Per stage, accepted transitions into and out of it since ``since`` (creations enter)."""
+@dataclass(frozen=True)
+class RecentFlow:
+    """Accepted transitions since a moment: per stage in and out, and in all (every one enters a stage)."""
+
+    per_stage: dict[str, Flow]
+    transitions: int
+    refused: int
+
+
+def flow_per_stage(db: Database[Doc], since: datetime) -> RecentFlow:
+    """Per stage, accepted transitions into and out of it since ``since`` (creations enter); refusals."""
     entered: Counter[str] = Counter()
     left: Counter[str] = Counter()
     for doc in _find(db, TRANSITIONS, {"at": {"$gte": since}}, ["from_stage", "to_stage"]):
         entered[str(doc.get("to_stage"))] += 1
         if doc.get("from_stage") is not None:
             left[str(doc.get("from_stage"))] += 1
-    return {stage: Flow(entered[stage], left[stage]) for stage in entered.keys() | left.keys()}
+    with reading(REFUSALS):
+        refused = int(db[REFUSALS].count_documents({"at": {"$gte": since}}))
+    per_stage = {stage: Flow(entered[stage], left[stage]) for stage in entered.keys() | left.keys()}
+    return RecentFlow(per_stage, sum(entered.values()), refused)
 
 
 # --- totals for /metrics ----------------------------------------------------------------------
@@ -83,24 +95,34 @@ class EdgeKey:
     kind: str
 
 
+def _group(db: Database[Doc], collection: str, fields: list[str]) -> list[tuple[dict[str, Any], int]]:
+    """Documents counted by the values of ``fields`` (a ``$group`` on a compound key: FerretDB has it)."""
+    stage = {"$group": {"_id": {name: f"${name}" for name in fields}, "n": {"$sum": 1}}}
+    with reading(collection):
+        groups = list(db[collection].aggregate([stage]))
+    return [(group["_id"] if isinstance(group["_id"], dict) else {}, int(group["n"])) for group in groups]
+
+
 def transition_totals(db: Database[Doc]) -> Counter[EdgeKey]:
     """Every accepted transition ever recorded, by edge, agent and kind (records are never pruned)."""
-    fields = ["from_stage", "to_stage", "agent", "kind"]
-    return Counter(
-        EdgeKey(
-            source=str(doc.get("from_stage") or ""),
-            dest=str(doc.get("to_stage")),
-            agent=str(doc.get("agent")),
-            kind=str(doc.get("kind") or CREATE_KIND),
+    totals: Counter[EdgeKey] = Counter()
+    for key, n in _group(db, TRANSITIONS, ["from_stage", "to_stage", "agent", "kind"]):
+        edge = EdgeKey(
+            source=str(key.get("from_stage") or ""),
+            dest=str(key.get("to_stage")),
+            agent=str(key.get("agent")),
+            kind=str(key.get("kind") or CREATE_KIND),
         )
-        for doc in _find(db, TRANSITIONS, {}, fields)
-    )
+        totals[edge] += n
+    return totals
 
 
 def refusal_totals(db: Database[Doc]) -> Counter[tuple[str, str]]:
     """Stored refusals by (agent, reason)."""
-    docs = _find(db, REFUSALS, {}, ["agent", "reason"])
-    return Counter((str(doc.get("agent")), str(doc.get("reason"))) for doc in docs)
+    totals: Counter[tuple[str, str]] = Counter()
+    for key, n in _group(db, REFUSALS, ["agent", "reason"]):
+        totals[(str(key.get("agent")), str(key.get("reason")))] += n
+    return totals
 
 
 @dataclass(frozen=True)

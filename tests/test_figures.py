@@ -53,8 +53,13 @@ def test_flow_counts_entries_and_exits_in_the_window(db: Database[Document]) -> 
             record("y", 0, None, "new", -30),
         ]
     )
+    db[REFUSALS].insert_many([{"agent": "r", "at": at(5)}, {"agent": "r", "at": at(-5)}])
     flow = figures.flow_per_stage(db, at(-1))
-    assert flow == {"new": figures.Flow(entered=1, left=1), "checked": figures.Flow(entered=1, left=0)}
+    assert flow.per_stage == {
+        "new": figures.Flow(entered=1, left=1),
+        "checked": figures.Flow(entered=1, left=0),
+    }
+    assert (flow.transitions, flow.refused) == (2, 1)
 
 
 def test_totals_by_edge_agent_reason_and_status(db: Database[Document]) -> None:

@@ -62,9 +62,14 @@ def shot(driver: Any, name: str) -> None:
 
 
 def count_at(driver: Any, stage: str) -> str:
+    """The stage's count as shown; "" while htmx is swapping the table (the element went stale)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    return str(driver.find_element(By.CSS_SELECTOR, f'tr[data-stage="{stage}"] td.count').text)
+    try:
+        return str(driver.find_element(By.CSS_SELECTOR, f'tr[data-stage="{stage}"] td.count').text)
+    except (StaleElementReferenceException, NoSuchElementException):
+        return ""
 
 
 def test_a_browser_follows_a_bet_and_sees_counts_change_live(
