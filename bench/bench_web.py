@@ -8,7 +8,9 @@ Metrics, measured in one run on one store holding a working day of a busy fleet
 - ``web_metrics_vs_status``: the same for one ``GET /metrics`` scrape.
 
 Both go through the real app (Starlette's TestClient, basic auth, templates), in
-process, so the ratio is the console's own overhead over the same store.
+process, so the ratio is the console's cost over the same store. The console shares the
+CEO's audits for 10 s between requests (``fleet status`` runs them every time), so the
+medians of back-to-back requests mostly reuse them, as a page left open does.
 """
 
 from __future__ import annotations
