@@ -292,6 +292,10 @@ def stranded_findings(
     return [finding for view in views for check in _CHECKS for finding in check(view, audit)]
 
 
+#: Slack for documents dated by an older fleet with worker clocks (today: the store's clock).
+ARRIVAL_MARGIN = timedelta(minutes=5)
+
+
 def bet_views(db: Database[Doc], pipeline: Pipeline) -> list[BetView]:
     """Unfinished bets (not at a terminal stage) with their records, claims, failures and heartbeats.
 
@@ -310,10 +314,19 @@ def bet_views(db: Database[Doc], pipeline: Pipeline) -> list[BetView]:
             view.last_transition = record
         elif view is not None:
             del views[view.bet_id]  # moved on: the projection lags
-    _attach(views, _find(db, CLAIMS, {"bet_id": {"$in": ids}}), lambda v, doc: v.claims.append(doc))
-    _attach(views, _find(db, FAILURES, {"bet_id": {"$in": ids}}), _add_failure)
+    if not views:
+        return []
+    # Only what happened since the oldest of these bets reached its stage matters (claims,
+    # failures and touches at an older seq do not), so the reads stay within that window.
+    since = min(v.updated_at for v in views.values()) - ARRIVAL_MARGIN
+    claims = _find(db, CLAIMS, {"bet_id": {"$in": ids}, "claimed_at": {"$gte": since}})
+    _attach(views, claims, lambda v, doc: v.claims.append(doc))
+    _attach(views, _find(db, FAILURES, {"bet_id": {"$in": ids}, "at": {"$gte": since}}), _add_failure)
     for beat in _find(
-        db, HEARTBEATS, {"bets.bet_id": {"$in": ids}}, ["agent", "started_at", "worker", "bets"]
+        db,
+        HEARTBEATS,
+        {"bets.bet_id": {"$in": ids}, "started_at": {"$gte": since}},
+        ["agent", "started_at", "worker", "bets"],
     ):
         _attach(views, _touches(beat), lambda v, doc: v.touches.append(doc))
     return sorted(views.values(), key=lambda v: v.bet_id)
