@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +55,9 @@ def test_a_short_demo_moves_bets_to_terminal_stages_and_stops_everything(stack, 
     assert "Summary" in out and "the enforcer refused a rogue move" in out
     assert f"http://127.0.0.1:{flower_port}" in out
     assert f"http://127.0.0.1:{web_port}/" in out
+    # And the web console ran beside it (its log is in the demo's log folder)
+    logs = Path(re.findall(r"logs: (\S+)", out)[-1])
+    assert f"fleet web console on http://127.0.0.1:{web_port}/" in (logs / "web.log").read_text()
     # And the 52 agents ran: heartbeats, transitions, some bets at terminal stages, a clean ledger
     demo_db = database(load_settings().model_copy(update={"mongo_db": f"{stack.env['FLEET_MONGO_DB']}_demo"}))
     pipeline = load_pipeline(None)

@@ -7,9 +7,12 @@ from pymongo.database import Database
 from starlette.testclient import TestClient
 
 from fleet.constants import COLLECTIONS
+from fleet.services import free_port
+from fleet.settings import Settings
 from fleet.store import Document
+from fleet.web.app import create_app
 
-from .conftest import Seeded, close_url
+from .conftest import AUTH, Seeded, close_url
 
 
 def snapshot(db: Database[Document]) -> dict[str, int]:
@@ -60,3 +63,18 @@ def test_no_get_writes(client: TestClient, seeded: Seeded, db: Database[Document
 
 def test_a_get_on_a_post_route_is_refused(client: TestClient, seeded: Seeded) -> None:
     assert client.get(close_url(seeded.task_id)).status_code == 405
+
+
+def test_an_unreachable_store_or_broker_is_a_503_page(db: Database[Document], web_settings: Settings) -> None:
+    # Given a console whose store and broker URLs point at ports nothing listens on
+    dead = web_settings.model_copy(
+        update={
+            "mongo_url": f"mongodb://127.0.0.1:{free_port()}/",
+            "broker_url": f"redis://127.0.0.1:{free_port()}/0",
+        }
+    )
+    with TestClient(create_app(dead), headers=AUTH) as client:
+        # Then the pages say what is down, in one line, with 503
+        store = client.get("/pipeline")
+        assert store.status_code == 503 and "Traceback" not in store.text
+        assert "store" in store.text.lower()
