@@ -78,6 +78,7 @@ class Origin(StrEnum):
 
     DRIFT = "drift"
     STRANDED = "stranded"
+    REFUSAL_LOOP = "refusal_loop"
     ESCALATION = "escalation"
     MANUAL = "manual"
 

@@ -85,6 +85,9 @@ class EscalationPolicy(_Strict):
     oscillation_heartbeats: int = Field(ge=2)
     claim_ttl_s: int = Field(ge=1)
     drift_window_h: float = Field(gt=0)
+    # Defaults, so protocols files written before refusal-loop detection stay valid.
+    refusal_loop_threshold: int = Field(default=5, ge=1)
+    refusal_loop_window_h: float = Field(default=1.0, gt=0, le=24 * 365)
 
 
 class LoggingPolicy(_Strict):

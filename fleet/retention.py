@@ -7,6 +7,7 @@ Past the window (``FLEET_RETENTION_DAYS``, default 14) the ops watchdog
   expired by TTL indexes, see :mod:`fleet.store.indexes`);
 - failures older than the window, unless the bet is still at the seq they counted
   against (the stranded audit counts a live bet's failures at its current seq);
+- holds on a seq the bet has left (:mod:`fleet.ledger.holds`);
 - claim chains (every claim of one bet at one seq, so claim heads stay gap-free)
   whose newest claim is older than the window and whose bet has moved past that seq;
 - tasks done (closed) before the window, with their events (open tasks keep their whole
@@ -29,7 +30,7 @@ from typing import Any
 from pymongo.database import Database
 
 from fleet.board import TaskStatus
-from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, PROBES, REFUSALS, TASK_EVENTS, TASKS
+from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, HOLDS, PROBES, REFUSALS, TASK_EVENTS, TASKS
 from fleet.store import translated
 
 Doc = dict[str, Any]
@@ -62,6 +63,7 @@ def prune(db: Database[Doc], window: timedelta, now: datetime, *, dry_run: bool 
             REFUSALS: _older(db, REFUSALS, "at", cutoff),
             PROBES: _older(db, PROBES, "at", cutoff),
             FAILURES: _old_failures(db, cutoff, current),
+            HOLDS: _old_holds(db, cutoff, current),
             CLAIMS: _old_claim_chains(db, cutoff, current),
         }
         closed = _closed_before(db, cutoff)
@@ -93,6 +95,14 @@ def _old_failures(db: Database[Doc], cutoff: datetime, current: dict[str, int]) 
     for doc in db[FAILURES].find({"at": {"$lt": cutoff}}, {"bet_id": 1, "seq": 1}):
         seq = current.get(str(doc.get("bet_id")))
         if seq is not None and seq != doc.get("seq"):  # only for a bet known to have moved on
+            yield doc["_id"]
+
+
+def _old_holds(db: Database[Doc], cutoff: datetime, current: dict[str, int]) -> Iterator[Any]:
+    """Holds on a seq the bet has left (they can never apply again), taken before the window."""
+    for doc in db[HOLDS].find({}, {"bet_id": 1, "seq": 1, "at": 1}):
+        seq = current.get(str(doc.get("bet_id")))
+        if seq is not None and seq != doc.get("seq") and _before(doc.get("at"), cutoff):
             yield doc["_id"]
 
 
