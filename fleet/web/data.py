@@ -77,6 +77,7 @@ class Audits:
     sla_hours: dict[str, float]
     drift: list[Finding] = field(default_factory=list)
     stranded: list[Finding] = field(default_factory=list)
+    loops: list[Finding] = field(default_factory=list)
     error: str | None = None
 
     def past_sla(self) -> Counter[str]:
@@ -114,6 +115,7 @@ def _audits(src: Sources, now: datetime) -> Audits:
         sla_hours={name: sla.total_seconds() / 3600 for name, sla in slas.items() if sla is not None},
         drift=found.drift,
         stranded=found.stranded,
+        loops=found.loops,
     )
 
 
@@ -144,6 +146,7 @@ class PipelineView:
     transitions_last_hour: int
     refused_last_hour: int
     refusals: report.RefusalSummary
+    refused_moves: list[report.RefusedMove]
     open_tasks: int
     audit_error: str | None
 
@@ -177,6 +180,7 @@ def pipeline_view(src: Sources, now: datetime, found: Audits | None = None) -> P
         transitions_last_hour=flow.transitions,
         refused_last_hour=flow.refused,
         refusals=report.refusal_summary(src.db, src.enforcer, 5),
+        refused_moves=report.refused_moves(src.db, now - FLOW_WINDOW),
         open_tasks=len(src.board.open_tasks()),
         audit_error=found.error,
     )
@@ -298,6 +302,7 @@ class MetricsSnapshot:
     open_tasks: Counter[str]
     drift: int | None
     stranded: Counter[str] | None
+    loops: int | None
     claim_takeovers: int
     queues: dict[str, int]
 
@@ -321,6 +326,7 @@ def metrics_snapshot(src: Sources) -> MetricsSnapshot:
         open_tasks=Counter(str(task.origin) for task in src.board.open_tasks()),
         drift=None if found.error else len(found.drift),
         stranded=None if found.error else Counter(str(f.kind) for f in found.stranded),
+        loops=None if found.error else len(found.loops),
         claim_takeovers=figures.claim_takeovers(src.db),
         queues=report.queue_depths(src.redis, queue_names(src.registry)),
     )

@@ -162,6 +162,13 @@ def _board_metrics(snap: MetricsSnapshot) -> Iterator[Metric]:
     )
     if snap.drift is not None:
         yield _gauge("fleet_drift_findings", "Drift findings of the CEO's audit now.", [], [([], snap.drift)])
+    if snap.loops is not None:
+        yield _gauge(
+            "fleet_refusal_loop_findings",
+            "Agents refused again and again for one move, now.",
+            [],
+            [([], snap.loops)],
+        )
     if snap.stranded is not None:
         yield _gauge(
             "fleet_stranded_findings",

@@ -43,6 +43,9 @@ def test_pipeline_page_shows_every_stage_in_order_with_the_report_counts(
     assert html.count('<g class="edge') == len(pipeline.transitions)
     for edge in pipeline.transitions:
         assert f">{edge.owner}</text>" in html
+    # the rogue creator's refused move of the last hour, as `fleet status` counts it
+    moves = html.split('<table id="refused-moves">', 1)[1].split("</table>", 1)[0]
+    assert f"<td>{pipeline.creators[0]}</td>" in moves
 
 
 def test_live_fragment_is_the_refreshing_part_only(client: TestClient, seeded: Seeded) -> None:
