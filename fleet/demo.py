@@ -1,7 +1,8 @@
 """``fleet demo``: the whole fleet live in the terminal, in compressed time, then a summary.
 
 It starts what it needs (the local Redis and FerretDB unless ``FLEET_*_URL``
-point elsewhere, Celery beat, two workers covering every queue, Flower), seeds
+point elsewhere, Celery beat, two workers covering every queue, Flower and the
+web console), seeds
 bets, shows the pipeline moving, and stops everything it started, on its own
 after ``--minutes`` or on Ctrl-C. It uses its own database (``<db>_demo``) and
 drops it first, so a demo never touches real ledger data.
@@ -82,10 +83,17 @@ def local_stack(settings: Settings) -> Iterator[None]:
 @contextmanager
 def celery_process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``celery -A fleet <args>`` in its own process group; stop it (TERM, then KILL) on exit."""
+    with python_process(["-m", "celery", "-A", "fleet", *args], log, env) as proc:
+        yield proc
+
+
+@contextmanager
+def python_process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``python <args>`` in its own process group; stop it (TERM, then KILL) on exit."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "fleet", *args],
+            [sys.executable, *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -217,7 +225,8 @@ def summary(db: Database[Document], registry: Registry, settings: Settings, refu
         f"computed peak per hour: {' '.join(f'{h.hour:02d}h={h.peak_running}' for h in computed)}",
         f"the enforcer refused a rogue move: {refusal}",
         *_audit_lines(db, registry, settings),
-        f"Flower was at http://127.0.0.1:{settings.flower_port} (user {settings.flower_user})",
+        f"Flower was at http://127.0.0.1:{settings.flower_port} (user {settings.flower_user}),"
+        f" the web console at {settings.web_url} (user {settings.web_user})",
     ]
     return Group(_stage_table(db, registry), agents, Panel("\n".join(lines), title="Summary"))
 
@@ -280,9 +289,11 @@ def _start_processes(stack: ExitStack, settings: Settings, options: DemoOptions,
         f"--basic-auth={settings.flower_user}:{settings.flower_password}",
     ]
     stack.enter_context(celery_process(flower, logs / "flower.log", env))
+    # The console reads its password from the environment it inherits, never from its arguments.
+    stack.enter_context(python_process(["-m", "fleet.web"], logs / "web.log", env))
     console.print(
-        f"started beat, {len(workers)} workers and Flower (http://127.0.0.1:"
-        f"{settings.flower_port}); logs in {logs}"
+        f"started beat, {len(workers)} workers, Flower ({settings.flower_url}) and the web console"
+        f" ({settings.web_url}, user {settings.web_user}); logs in {logs}"
     )
 
 

@@ -56,6 +56,15 @@ def start_minutes(spec: AgentSpec, offset: int) -> list[int]:
     return sorted((hour * 60 + minute) % (24 * 60) for hour in spec.schedule.hours)
 
 
+def longest_gap_minutes(minutes: list[int]) -> int:
+    """The longest wait between two consecutive starts, around the day (a whole day for one start)."""
+    ordered = sorted(set(minutes))
+    if not ordered:
+        return 24 * 60
+    gaps = [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
+    return max([*gaps, ordered[0] + 24 * 60 - ordered[-1]])
+
+
 def all_start_minutes(registry: Registry) -> dict[str, list[int]]:
     """Start minutes of every agent of the fleet."""
     stage_order = {stage.name: i for i, stage in enumerate(registry.pipeline.stages)}

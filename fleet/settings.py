@@ -25,6 +25,11 @@
 | FLEET_MCP_HOST         | 127.0.0.1                        | address `fleet mcp` listens on (streamable HTTP) |
 | FLEET_MCP_PORT         | 8765                             | port `fleet mcp` listens on |
 | FLEET_MCP_URL          | http://HOST:PORT/mcp             | where agents and heartbeats reach the MCP server |
+| FLEET_WEB_HOST         | 127.0.0.1                        | address the web console (``fleet web``) binds |
+| FLEET_WEB_PORT         | 8089                             | its port |
+| FLEET_WEB_USER         | fleet                            | its basic-auth user |
+| FLEET_WEB_PASSWORD     | fleet                            | its basic-auth password (read from the environment, never a command-line flag); the default is refused off loopback |
+| FLEET_WEB_REFRESH_S    | 3                                | how often its pages refresh their figures |
 """
 
 from __future__ import annotations
@@ -73,6 +78,11 @@ class Settings(BaseSettings):
     mcp_host: str = "127.0.0.1"
     mcp_port: int = Field(default=8765, gt=0, lt=65536)
     mcp_url: str | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8089, gt=0, lt=65536)
+    web_user: str = Field(default="fleet", min_length=1)
+    web_password: str = Field(default="fleet", min_length=1)
+    web_refresh_s: float = Field(default=3.0, ge=0.5, le=3600)
 
     @field_validator("mongo_url")
     @classmethod
@@ -104,6 +114,17 @@ class Settings(BaseSettings):
     def mcp_endpoint(self) -> str:
         """The MCP server's URL as agents reach it (``FLEET_MCP_URL``, else host and port)."""
         return self.mcp_url or f"http://{self.mcp_host}:{self.mcp_port}/mcp"
+
+    @property
+    def web_url(self) -> str:
+        """Where the web console answers (a wildcard bind is shown as loopback)."""
+        host = "127.0.0.1" if self.web_host in {"0.0.0.0", "::", ""} else self.web_host
+        return f"http://{host}:{self.web_port}/"
+
+    @property
+    def flower_url(self) -> str:
+        """Where Flower answers (the Procfile binds it to loopback)."""
+        return f"http://127.0.0.1:{self.flower_port}/"
 
     @property
     def local_redis(self) -> bool:

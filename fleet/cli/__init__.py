@@ -13,6 +13,7 @@ One module per command group, each registering its commands on :data:`app`:
 | :mod:`~fleet.cli.retention` | ``fleet prune`` |
 | :mod:`~fleet.cli.doctor` | ``fleet doctor`` |
 | :mod:`~fleet.cli.external` | ``fleet mcp``, ``fleet token`` (external agents) |
+| :mod:`fleet.web.command` | ``fleet web`` (the console; its logic lives in :mod:`fleet.web`) |
 
 A new group (``mcp``, ``token``, ``web``...) is one more module with a
 ``register(app)`` function or a sub-``Typer``, added below. Commands parse
@@ -36,6 +37,7 @@ from pymongo.errors import PyMongoError
 from fleet.cli import audits, board, definitions, doctor, external, ledger, retention, run, services
 from fleet.cli.output import fail, help_without_command
 from fleet.errors import FleetError, first_line
+from fleet.web.command import web as web_command
 
 app = typer.Typer(
     add_completion=False,
@@ -58,6 +60,7 @@ doctor.register(app)
 external.register(app)
 app.add_typer(services.app, name="services")
 app.add_typer(board.app, name="board")
+app.command("web")(web_command)
 
 #: Exit code of a command line typer cannot parse (click's own convention).
 USAGE_EXIT = 2

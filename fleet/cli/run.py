@@ -47,6 +47,9 @@ def up(procfile: Path = PROCFILE_OPTION) -> None:
         console.print(f"{name}: running (pid {pid})")
     ping_redis(settings)
     ping_mongo(settings)
+    console.print(
+        f"web console: {settings.web_url} (user {settings.web_user}), Flower: {settings.flower_url}"
+    )
     code = run_honcho(procfile)
     console.print("the fleet stopped; the services keep running: `fleet services down` stops them")
     raise typer.Exit(code)

@@ -18,9 +18,13 @@ def _services(ctx: typer.Context) -> None:
 
 
 @app.command("install")
-def install() -> None:
+def install(
+    browser: bool = typer.Option(False, "--browser", help="also chromium + chromedriver (the browser test)"),
+) -> None:
     """Install redis-server (apt-get) and build FerretDB once (cached in FLEET_HOME/bin)."""
     settings = get_settings()
+    if browser:
+        console.print("chromium, chromedriver: " + ", ".join(map(str, svc.browser_binaries())))
     if settings.local_redis:
         console.print(f"redis-server: {svc.redis_binary()}")
     if settings.local_mongo:
