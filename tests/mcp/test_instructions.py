@@ -100,3 +100,17 @@ def test_bad_files_are_one_clear_error(folder: Path, text: str, why: str) -> Non
     (folder / "gate.md").write_text(text)
     with pytest.raises(InstructionsError, match=why):
         load(settings(), registry_with().require(GATE))
+
+
+def test_the_drift_audit_reports_instructions_problems(
+    db: Database[Document], redis: Any, folder: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from fleet.audit import drift_findings
+
+    registry, loaded = registry_with(), load_protocols(ROOT / "protocols")
+    (folder / "gate.md").write_text(TEXT.replace('"1.0"', '"0.9"'))
+    (finding,) = [f for f in drift_findings(registry, loaded, db, datetime.now(UTC)) if f.agent == GATE]
+    assert finding.kind == "instructions_behind" and "written for protocols 0.9" in finding.title
+    assert finding.dedupe_key == f"drift:instructions-behind:{GATE}"
