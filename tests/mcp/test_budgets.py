@@ -124,3 +124,11 @@ def test_a_python_handler_reports_usage_and_is_stopped_by_its_budget(
         runtime.bet_pool.shutdown(wait=True)
     assert statuses == ["ok", "ok", "skipped"]  # $0.60, then $1.20: over the $1.00 cap
     assert db["usage"].count_documents({"agent": GATE, "model": "test"}) == 2
+
+
+def test_fleet_status_shows_spend_per_agent_today(db: Database[Document], redis: Any) -> None:
+    from tests.cli.conftest import invoke
+
+    record(db, GATE, None, cost_usd=0.25)
+    assert invoke("status", "--json").json()["spend_today"] == {GATE: 0.25}
+    assert f"{GATE} $0.25" in invoke("status").out
