@@ -1,8 +1,10 @@
 """External agents: a catalogue entry whose handler is a program, not a Python function.
 
-An agent spec's ``handler`` is either ``"module:function"`` (a Python callable, run in
-the worker) or ``{"command": [...]}``: a program run once per claimed bet (or once per
-heartbeat for an agent that polls nothing). The program gets
+An agent spec's ``handler`` is ``"module:function"`` (a Python callable, run in the
+worker), ``{"webhook": URL}`` (see :class:`WebhookAgent`: the same payload POSTed, a
+decision back, transient failures retried under the protocols' policy) or
+``{"command": [...]}``: a program run once per claimed bet (or once per heartbeat for
+an agent that polls nothing). The program gets
 
 - on stdin, one JSON object: the agent, its role and instructions, the protocols
   (version, hash, text), the bet and the moves it may make (``payload``);
@@ -132,7 +134,7 @@ class ExternalAgent:
 
         try:
             check(self.settings.mcp_endpoint, self._token(ctx, None))
-        except (AgentToolsUnavailable, FleetError) as exc:
+        except FleetError as exc:  # down, token refused, or no signing secret here
             _file_tools_task(ctx, str(exc))
             raise AgentToolsUnavailable(f"{self.spec.name} not run: {exc}") from None
         ctx.log("mcp-ok", url=self.settings.mcp_endpoint)
