@@ -67,6 +67,21 @@ def _secret(settings: Settings) -> bytes:
     return secret
 
 
+def _create_secret_file(path: Path) -> None:
+    """Write a fresh secret to ``path`` unless it exists; it appears complete, and only once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable by others
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(48))
+    try:
+        os.link(draft, path)  # atomic, and fails if another process linked its secret first
+    except FileExistsError:
+        pass  # theirs wins: every process must sign with the same key
+    finally:
+        draft.unlink(missing_ok=True)
+
+
 def ensure_secret(settings: Settings) -> None:
     """Make sure a signing secret exists: FLEET_MCP_SECRET, else a generated file under FLEET_HOME.
 
@@ -75,10 +90,10 @@ def ensure_secret(settings: Settings) -> None:
     """
     path = secret_file(settings)
     if settings.mcp_secret is None and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(48))
+        try:
+            _create_secret_file(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {path}: {exc.strerror}; set FLEET_MCP_SECRET instead") from None
     _secret(settings)
 
 

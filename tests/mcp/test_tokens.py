@@ -77,3 +77,11 @@ def test_fleet_token_prints_a_token_and_never_the_secret(settings: Settings, sta
     assert SECRET not in ran.stdout + ran.stderr
     bad = subprocess.run([*cmd[:4], "nobody"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and bad.stderr.strip() == "error: unknown agent 'nobody'"
+
+
+def test_an_unwritable_home_is_one_clear_error(settings: Settings, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    local = settings.model_copy(update={"mcp_secret": None, "home": blocker / "home"})
+    with pytest.raises(ConfigError, match="set FLEET_MCP_SECRET instead"):
+        ensure_secret(local)
