@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fleet.constants import STOP_GRACE_S
 from fleet.errors import CatalogueError, HandlerImportError, UnknownAgent
 from fleet.pipeline import NAME_PATTERN, Pipeline, load_object, load_pipeline
 from fleet.settings import get_settings
@@ -62,6 +63,12 @@ class AgentSpec(BaseModel):
     expected_seconds: float = Field(default=60.0, gt=0, description="typical duration")
     protocol_version: str
     handler: str = Field(pattern=r"^[\w.]+:\w+$")
+
+    @property
+    def time_limits(self) -> tuple[float, float]:
+        """Celery's (soft, hard) limits for one heartbeat: the hard one is ``time_limit``."""
+        grace = min(STOP_GRACE_S, self.time_limit / 5)
+        return self.time_limit - grace, float(self.time_limit)
 
     @property
     def per_bet(self) -> bool:

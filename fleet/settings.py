@@ -15,6 +15,8 @@
 | FLEET_SIM_LATENCY_S    | 0.05                             | latency of one simulated lookup (demo handlers) |
 | FLEET_STORE_SQLITE_DIR | (the local FerretDB's data folder) | SQLite folder of the FerretDB in use, so fleet can index it; unset for MongoDB |
 | FLEET_RETENTION_DAYS   | 14                               | claims, heartbeats, refusals, failures, task events and probes older than this are pruned |
+| FLEET_LOCK_TTL_S       | 30                               | agent lock lease (s), renewed every third of it: a dead worker blocks its agent this long |
+| FLEET_CANCEL_ON_CONNECTION_LOSS | false                   | cut running heartbeats when the broker connection drops (Celery's ``worker_cancel_long_running_tasks_on_connection_loss``) |
 | FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
 | FLEET_FLOWER_PASSWORD  | fleet                            | Flower basic-auth password; change it outside a laptop |
@@ -29,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fleet.constants import AGENT_LOCK_TTL_S
 from fleet.errors import SettingsError
 
 #: Ports of the local services the project starts itself (not the standard ones,
@@ -55,6 +58,8 @@ class Settings(BaseSettings):
     sim_latency_s: float = Field(default=0.05, ge=0.0, le=60.0)
     store_sqlite_dir: Path | None = None
     retention_days: float = Field(default=14.0, gt=0, le=3650)
+    lock_ttl_s: float = Field(default=AGENT_LOCK_TTL_S, ge=1, le=600)
+    cancel_on_connection_loss: bool = False
     flower_port: int = Field(default=5555, gt=0, lt=65536)
     flower_user: str = "fleet"
     flower_password: str = "fleet"

@@ -10,11 +10,12 @@ import inspect
 from typing import Any
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
 
 from fleet import celery_app
+from fleet.agents import get_registry
 from fleet.constants import HEARTBEAT_REASONS, HEARTBEAT_TASK
-from fleet.errors import TRANSIENT_ERRORS, BadTaskArguments, ConfigError, UnknownAgent
+from fleet.errors import TASK_RETRY_ERRORS, BadTaskArguments, ConfigError, FleetError, UnknownAgent
 from fleet.heartbeat import get_runtime, run_heartbeat
 from fleet.protocols import DEFAULT_TASK_RETRY, TaskRetryPolicy, load_protocols
 from fleet.settings import get_settings
@@ -66,13 +67,41 @@ def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str,
     return agent, reason, debug
 
 
+def agent_time_limits(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[float, float] | None:
+    """The (soft, hard) time limits of the agent a heartbeat is for; None if the arguments are bad."""
+    try:
+        agent = parse_arguments(tuple(args), dict(kwargs))[0]
+        return get_registry().require(agent).time_limits
+    except FleetError:
+        return None  # the task body reports bad arguments, once
+
+
+class HeartbeatRequest(Request):  # type: ignore[misc]
+    """A received heartbeat: Celery enforces its agent's own limits, whoever sent it.
+
+    Beat, ``fleet trigger`` and ``celery call`` alike: the worker reads the agent from
+    the message and sets the soft and hard limits it runs under (a sender's explicit
+    ``soft_time_limit``/``time_limit`` wins). Celery's pool enforces them: SIGUSR1 raises
+    ``SoftTimeLimitExceeded`` in the heartbeat, and at the hard limit the process is killed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not any(getattr(self, "time_limits", None) or ()):
+            limits = agent_time_limits(self.args or (), self.kwargs or {})
+            if limits is not None:
+                soft, hard = limits
+                self.time_limits = (hard, soft)  # Celery's order
+
+
 @app.task(
     name=HEARTBEAT_TASK,
     bind=True,
     # Arguments are checked by parse_arguments, so any call shape reaches the body.
     typing=False,
-    # Store or broker unreachable: retry the whole heartbeat (it is idempotent).
-    autoretry_for=TRANSIENT_ERRORS,
+    # Store or broker unreachable: retry the whole heartbeat (it is idempotent). Never for a
+    # failed external call: that stays inside the heartbeat, on its record.
+    autoretry_for=TASK_RETRY_ERRORS,
     # Exponential backoff, capped, with jitter so retries of many agents do not align.
     retry_backoff=True,
     retry_backoff_max=TASK_RETRY.backoff_max_s,
@@ -83,16 +112,17 @@ def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str,
     throws=(BadTaskArguments, UnknownAgent, ConfigError),
     # Heartbeat outcomes are also kept as task results for `celery call` users.
     ignore_result=False,
+    # Each agent's own soft and hard time limits (see HeartbeatRequest).
+    Request=HeartbeatRequest,
 )
 def heartbeat(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Run one heartbeat and return its compact record."""
     agent, reason, debug = parse_arguments(args, kwargs)
     runtime = get_runtime()
     runtime.registry.require(agent)
-    try:
-        record = run_heartbeat(runtime, agent, reason, debug, heartbeat_id=self.request.id)
-    except SoftTimeLimitExceeded:
-        raise  # claims expire on their own; the next heartbeat takes the bets over
+    # The soft time limit is handled inside (recorded as "timeout"); at the hard one Celery
+    # kills the process, and the claims and the agent lock expire within one lease.
+    record = run_heartbeat(runtime, agent, reason, debug, heartbeat_id=self.request.id)
     return {
         "agent": record.agent,
         "status": record.status,
