@@ -470,6 +470,24 @@ def _store_record(db: Database[dict[str, Any]], doc: dict[str, Any], overwrite: 
                 db[HEARTBEATS].replace_one({"_id": doc["_id"]}, doc)
 
 
+def record_expired(db: Database[dict[str, Any]], heartbeat_id: str, agent: str, reason: str) -> None:
+    """Record a heartbeat a worker dropped unrun because its message expired (never overwrites)."""
+    now = clock(db).now()
+    record = HeartbeatRecord(
+        heartbeat_id=heartbeat_id,
+        agent=agent,
+        reason=reason,
+        started_at=now,
+        spec_protocol_version="",
+        status="expired",
+        error="expired before a worker ran it (a backlog, or redelivered after its worker died)",
+        finished_at=now,
+    )
+    logs.emit(record.line())
+    with suppress(DuplicateKeyError), translated("heartbeat record"):
+        db[HEARTBEATS].insert_one(record.to_doc())
+
+
 def stored_record(db: Database[dict[str, Any]], heartbeat_id: str) -> HeartbeatRecord | None:
     """The stored record of heartbeat ``heartbeat_id``, or None if it never finished."""
     with translated("reading a heartbeat record"):
@@ -480,4 +498,12 @@ def stored_record(db: Database[dict[str, Any]], heartbeat_id: str) -> HeartbeatR
     return HeartbeatRecord(heartbeat_id=heartbeat_id, **{k: v for k, v in doc.items() if k in known})
 
 
-__all__ = ["HeartbeatRecord", "LoadedProtocols", "Runtime", "get_runtime", "run_heartbeat", "stored_record"]
+__all__ = [
+    "HeartbeatRecord",
+    "LoadedProtocols",
+    "Runtime",
+    "get_runtime",
+    "record_expired",
+    "run_heartbeat",
+    "stored_record",
+]

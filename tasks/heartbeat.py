@@ -10,15 +10,17 @@ import inspect
 from typing import Any
 
 from celery import Task
+from celery.signals import task_revoked
 from celery.worker.request import Request
 
 from fleet import celery_app
 from fleet.agents import get_registry
 from fleet.constants import HEARTBEAT_REASONS, HEARTBEAT_TASK
 from fleet.errors import TASK_RETRY_ERRORS, BadTaskArguments, ConfigError, FleetError, UnknownAgent
-from fleet.heartbeat import get_runtime, run_heartbeat
+from fleet.heartbeat import get_runtime, record_expired, run_heartbeat
 from fleet.protocols import DEFAULT_TASK_RETRY, TaskRetryPolicy, load_protocols
 from fleet.settings import get_settings
+from fleet.store import database
 
 app = celery_app.get_app()
 
@@ -130,3 +132,15 @@ def heartbeat(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         "duration_s": record.duration_s,
         "error": record.error,
     }
+
+
+@task_revoked.connect
+def _record_expired(sender: Any = None, request: Any = None, expired: bool = False, **_: Any) -> None:
+    """A heartbeat dropped unrun because it expired is on the record, not silently gone."""
+    if not expired or getattr(sender, "name", None) != HEARTBEAT_TASK or request is None:
+        return
+    try:
+        agent, reason, _debug = parse_arguments(tuple(request.args or ()), dict(request.kwargs or {}))
+        record_expired(database(get_settings()), request.id, agent, reason)
+    except FleetError:
+        pass  # bad arguments or the store down: the worker's log still says "Discarding revoked task"
