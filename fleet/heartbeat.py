@@ -199,9 +199,8 @@ def _run_stoppable(
     try:
         _run_locked(runtime, spec, record, debug, stop)
     except SoftTimeLimitExceeded:
-        soft, hard = spec.time_limits
         record.status = TIMEOUT
-        record.error = f"soft time limit ({soft:g}s of {hard:g}s) reached: stopped, unfinished bets left"
+        record.error = "soft time limit reached: stopped, unfinished bets left to the next heartbeat"
         return
     if stop.reason == LOCK_LOST:
         record.status, record.error = LOCK_LOST, "agent lock lost mid-heartbeat: stopped starting work"
