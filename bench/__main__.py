@@ -1,26 +1,52 @@
-"""Run every ``bench/bench_*.py`` module's ``main()``, or those whose name contains an argument."""
+"""``python -m bench [--json] [NAME ...]``: run the benchmarks, or those that produce NAME.
+
+NAME is a metric (``enforcer_vs_insert_1p``) or a module (``enforcer``, ``bench_growth``).
+Every module under ``bench/bench_*.py`` declares ``METRICS`` (name -> goal) and
+``run(names)``, which starts its own services and publishes those metrics.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
 from pathlib import Path
+from types import ModuleType
+
+from bench.metrics import json_mode, say
 
 
-def modules(filters: list[str]) -> list[str]:
-    """Names of the bench modules to run, in a stable order."""
+def modules() -> list[ModuleType]:
     found = sorted(path.stem for path in Path(__file__).parent.glob("bench_*.py"))
-    return [name for name in found if not filters or any(f in name for f in filters)]
+    return [importlib.import_module(f"bench.{name}") for name in found]
+
+
+def plan(filters: list[str]) -> list[tuple[ModuleType, set[str]]]:
+    """(module, metric names to run) for the filters; every metric when there are none."""
+    chosen: list[tuple[ModuleType, set[str]]] = []
+    for module in modules():
+        metrics = set(module.METRICS)
+        short = module.__name__.rsplit(".", 1)[-1]
+        if not filters or any(f in short for f in filters):
+            chosen.append((module, metrics))
+        elif wanted := metrics & set(filters):
+            chosen.append((module, wanted))
+    return chosen
 
 
 def main(argv: list[str]) -> int:
-    names = modules(argv)
-    if not names:
-        print(f"no bench module matches {argv}", file=sys.stderr)
+    as_json = "--json" in argv
+    filters = [arg for arg in argv if arg != "--json"]
+    json_mode(as_json)
+    chosen = plan(filters)
+    if not chosen:
+        known = sorted(name for module in modules() for name in module.METRICS)
+        print(
+            f"error: no benchmark matches {' '.join(filters)}; metrics: {', '.join(known)}", file=sys.stderr
+        )
         return 2
-    for name in names:
-        print(f"\n=== bench.{name} ===", flush=True)
-        importlib.import_module(f"bench.{name}").main()
+    for module, names in chosen:
+        say(f"\n=== {module.__name__} ===")
+        module.run(names)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Runtime benchmarks: heartbeat overhead, scaling with worker processes, parallel lookups.
 
-Each figure is a ratio against a baseline measured in the same run:
+Each figure is a ratio against a baseline measured in the same run (metric names in
+``METRICS``):
 1. an idle heartbeat round trip vs a raw no-op Celery task on the same broker;
 2. draining N bets through six gates with instant handlers: 1 vs 2 worker processes;
 3. a heartbeat whose handler makes 5 lookups of 200 ms: sequential vs ``ctx.gather``.
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.metrics import Metric, publish
 from bench.stack import bench_stack, worker
 
 ROUND_TRIPS = 40
@@ -98,29 +100,40 @@ def bench_lookups(env: dict[str, str]) -> tuple[float, float]:
     return timings[0], timings[1]
 
 
-def main() -> None:
+METRICS = {
+    "idle_heartbeat_vs_celery": "<= 1.5",
+    "drain_2p_vs_1p": ">= 1.6",
+    "lookups_parallel_speedup": ">= 3.0",
+}
+
+
+def run(names: set[str]) -> None:
     logs = Path(tempfile.mkdtemp(prefix="fleet-bench-logs-"))
     os.environ.update(FLEET_ENV)
     with bench_stack() as env:
         env = {**env, **FLEET_ENV}
-        raw, idle = bench_round_trip(env, logs)
-        print(
-            f"round trip  raw no-op task {raw * 1000:7.1f} ms | idle heartbeat {idle * 1000:7.1f} ms "
-            f"| heartbeat/raw = {idle / raw:.2f}x"
-        )
-        one = _drain(env, 1, logs / "drain1.log")
-        two = _drain(env, 2, logs / "drain2.log")
-        moves = DRAIN_BETS * 6
-        print(
-            f"drain {DRAIN_BETS} bets x 6 gates  1 process {one:6.2f} s ({moves / one:6.1f} moves/s) | "
-            f"2 processes {two:6.2f} s ({moves / two:6.1f} moves/s) | speed-up = {one / two:.2f}x"
-        )
-        seq, par = bench_lookups(env)
-        print(
-            f"heartbeat with 5 lookups of 200 ms  sequential {seq * 1000:7.1f} ms"
-            f" | parallel {par * 1000:7.1f} ms "
-            f"| speed-up = {seq / par:.2f}x"
-        )
+        if "idle_heartbeat_vs_celery" in names:
+            raw, idle = bench_round_trip(env, logs)
+            detail = f"median {idle * 1000:.1f} ms vs raw no-op task {raw * 1000:.1f} ms"
+            publish(
+                Metric("idle_heartbeat_vs_celery", idle / raw, METRICS["idle_heartbeat_vs_celery"], detail)
+            )
+        if "drain_2p_vs_1p" in names:
+            one = _drain(env, 1, logs / "drain1.log")
+            two = _drain(env, 2, logs / "drain2.log")
+            moves = DRAIN_BETS * 6
+            detail = f"{moves / two:.1f} moves/s with 2 processes vs {moves / one:.1f} with 1"
+            publish(Metric("drain_2p_vs_1p", one / two, METRICS["drain_2p_vs_1p"], detail))
+        if "lookups_parallel_speedup" in names:
+            seq, par = bench_lookups(env)
+            detail = f"{par * 1000:.0f} ms parallel vs {seq * 1000:.0f} ms sequential per heartbeat"
+            publish(
+                Metric("lookups_parallel_speedup", seq / par, METRICS["lookups_parallel_speedup"], detail)
+            )
+
+
+def main() -> None:
+    run(set(METRICS))
 
 
 if __name__ == "__main__":

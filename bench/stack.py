@@ -19,18 +19,35 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @contextmanager
 def bench_stack(db_name: str = "fleet_bench") -> Iterator[dict[str, str]]:
-    """Start Redis and FerretDB in a temporary folder; yield the FLEET_* environment."""
-    services, env = svc.isolated("fleet-bench-", ROOT / ".fleet" / "bin", db_name)
+    """Start Redis and FerretDB in a temporary folder; yield the FLEET_* environment.
+
+    ``FLEET_BENCH_MONGO_URL`` points the benchmarks at any MongoDB-wire server instead
+    of a fresh FerretDB (the database ``db_name`` on it is dropped first).
+    """
+    external = os.environ.get("FLEET_BENCH_MONGO_URL") or None
+    services, env = svc.isolated("fleet-bench-", ROOT / ".fleet" / "bin", db_name, external)
     saved = dict(os.environ)
     os.environ.update(env)
+    from fleet.settings import get_settings
+
+    get_settings.cache_clear()  # each bench module has its own stack: settings read afresh
     svc.up(services)
     try:
+        if external:
+            _drop(external, db_name)
         yield env
     finally:
         svc.down(services)
         shutil.rmtree(services[0].home, ignore_errors=True)
         os.environ.clear()
         os.environ.update(saved)
+
+
+def _drop(url: str, db_name: str) -> None:
+    from pymongo import MongoClient
+
+    with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
+        client.drop_database(db_name)
 
 
 @contextmanager

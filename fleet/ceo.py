@@ -3,14 +3,18 @@
 These are real handlers, not simulations. The CEO runs the drift audit (agent
 specs against the shared protocols) and stranded-bet detection every heartbeat
 and turns what it finds into board tasks; tasks whose condition is gone close
-themselves. The watchdog rolls lagging bet projections forward.
+themselves. The watchdog rolls lagging bet projections forward and prunes what the
+retention window lets go (:mod:`fleet.retention`).
 """
 
 from __future__ import annotations
 
-from fleet import audit
+from datetime import timedelta
+
+from fleet import audit, retention
 from fleet.board import Origin
 from fleet.context import HeartbeatContext
+from fleet.settings import get_settings
 
 
 def ceo(ctx: HeartbeatContext) -> None:
@@ -28,7 +32,11 @@ def ceo(ctx: HeartbeatContext) -> None:
 
 
 def watchdog(ctx: HeartbeatContext) -> None:
-    """Roll every missing, lagging or unreadable bet projection forward from its records."""
+    """Roll every lagging bet projection forward; prune what is past the retention window."""
     repaired = ctx.enforcer.repair_all()
     ctx.count("repaired", repaired)
     ctx.log("repair", repaired=repaired)
+    window = timedelta(days=get_settings().retention_days)
+    pruned = retention.prune(ctx.db, window, ctx.now)
+    ctx.count("pruned", pruned.total)
+    ctx.log("prune", cutoff=pruned.cutoff.isoformat(), **pruned.deleted)

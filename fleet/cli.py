@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from fleet import report
+from fleet import report, retention
 from fleet import services as svc
 from fleet.agents import Registry, get_registry
 from fleet.audit import file_findings
 from fleet.board import Board, Origin
-from fleet.constants import HEARTBEAT_TASK, PROBE_TASK, PROBES
+from fleet.constants import HEARTBEAT_TASK, MAX_RETENTION_DAYS, PROBE_TASK, PROBES
 from fleet.errors import BadArgument, BrokerUnavailable, FleetError, first_line
 from fleet.ledger import Enforcer
 from fleet.logs import format_actions
@@ -569,6 +569,31 @@ def verify(
         console.print(section(f"{len(violations)} violation(s)", view) if violations else "no violations")
     if violations:
         raise typer.Exit(1)
+
+
+@app.command("prune")
+def prune(
+    dry_run: bool = typer.Option(False, "--dry-run", help="count what would go; delete nothing"),
+    days: float | None = typer.Option(
+        None, "--days", help="retention window in days (default: FLEET_RETENTION_DAYS)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Delete claims, heartbeats, refusals, failures, task events and probes past the retention
+    window that no live bet or open task needs (transitions are never pruned)."""
+    ops = connect()
+    window_days = ops.settings.retention_days if days is None else days
+    positive("--days", window_days)
+    if window_days > MAX_RETENTION_DAYS:
+        raise BadArgument(f"--days must be at most {MAX_RETENTION_DAYS}, got {window_days:g}")
+    pruned = retention.prune(ops.db, timedelta(days=window_days), ops.enforcer.ledger.now(), dry_run=dry_run)
+    data = {"cutoff": pruned.cutoff, "dry_run": dry_run, "deleted": pruned.deleted, "total": pruned.total}
+    if not emit(data, as_json):
+        verb = "would delete" if dry_run else "deleted"
+        view = table("collection", verb)
+        for collection, count in pruned.deleted.items():
+            add(view, collection, str(count))
+        console.print(section(f"{verb} {pruned.total} document(s) older than {when(pruned.cutoff)}", view))
 
 
 # --- seed -------------------------------------------------------------------------------------

@@ -54,6 +54,10 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
 }
 
 #: Collections pruned by age alone, and their time field: TTL indexes on MongoDB.
+#: Default and largest retention window (days) for what :mod:`fleet.retention` prunes.
+RETENTION_DAYS: Final = 14.0
+MAX_RETENTION_DAYS: Final = 3650.0
+
 TTL_FIELDS: Final = {HEARTBEATS: "started_at", REFUSALS: "at", PROBES: "at"}
 
 #: The expression FerretDB v1.24's SQLite backend filters ``_id`` with, and the suffix of the

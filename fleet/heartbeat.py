@@ -60,7 +60,7 @@ from fleet.locks import agent_lock
 from fleet.pipeline import Kind
 from fleet.protocols import LoadedProtocols, load_protocols
 from fleet.settings import Settings, get_settings
-from fleet.store import clock, database, ensure_indexes, redis_client, translated
+from fleet.store import Document, clock, database, ensure_indexes, redis_client, translated
 
 #: Threads per process for ``ctx.gather`` (independent lookups inside one heartbeat).
 LOOKUP_THREADS = 8
@@ -452,13 +452,14 @@ def _finish(runtime: Runtime, record: HeartbeatRecord, overwrite: bool) -> None:
         reraise=True,
     )
     try:
-        writing(_store_record, runtime.db, doc, overwrite)
+        writing(write_record, runtime.db, doc, overwrite)
     except LedgerUnavailable as exc:
         # Raising would make Celery run the whole heartbeat again for a record.
         logs.emit(f"{record.line()} record-not-stored={first_line(exc)}", [])
 
 
-def _store_record(db: Database[dict[str, Any]], doc: dict[str, Any], overwrite: bool) -> None:
+def write_record(db: Database[Document], doc: Document, overwrite: bool = True) -> None:
+    """Store one heartbeat record (keyed by the heartbeat id); ``overwrite`` an earlier one?"""
     with translated("heartbeat record"):
         try:
             db[HEARTBEATS].insert_one(doc)  # an insert: its cost does not grow with history

@@ -275,20 +275,26 @@ def down(services: list[Service]) -> dict[str, bool]:
     return {svc.name: stop(svc) for svc in services}
 
 
-def isolated(prefix: str, bin_dir: Path, db_name: str) -> tuple[list[Service], dict[str, str]]:
+def isolated(
+    prefix: str, bin_dir: Path, db_name: str, mongo_url: str | None = None
+) -> tuple[list[Service], dict[str, str]]:
     """Services on free ports in a fresh temporary folder, and the ``FLEET_*`` env to reach them.
 
-    For tests and benchmarks: parallel runs never share data, pid files or ports.
+    For tests and benchmarks: parallel runs never share data, pid files or ports. With
+    ``mongo_url`` (``FLEET_TEST_MONGO_URL`` / ``FLEET_BENCH_MONGO_URL``) the store is that
+    MongoDB-wire server instead of a fresh FerretDB; Redis is always a fresh local one.
     """
     home = Path(tempfile.mkdtemp(prefix=prefix))
     redis_svc = Service("redis", free_port(), home, bin_dir)
-    mongo_svc = Service("ferretdb", free_port(), home, bin_dir)  # one cached FerretDB build for all
-    services = [redis_svc, mongo_svc]
     env = {
         "FLEET_BROKER_URL": f"redis://127.0.0.1:{redis_svc.port}/0",
-        "FLEET_MONGO_URL": f"mongodb://127.0.0.1:{mongo_svc.port}/",
         "FLEET_MONGO_DB": db_name,
         "FLEET_HOME": str(home),
-        "FLEET_STORE_SQLITE_DIR": str(ferretdb_data_dir(home)),
     }
+    if mongo_url:
+        return [redis_svc], {**env, "FLEET_MONGO_URL": mongo_url}
+    mongo_svc = Service("ferretdb", free_port(), home, bin_dir)  # one cached FerretDB build for all
+    services = [redis_svc, mongo_svc]
+    env["FLEET_MONGO_URL"] = f"mongodb://127.0.0.1:{mongo_svc.port}/"
+    env["FLEET_STORE_SQLITE_DIR"] = str(ferretdb_data_dir(home))
     return services, env

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleet.constants import AGENT_LOCK_TTL_S
+from fleet.constants import AGENT_LOCK_TTL_S, MAX_RETENTION_DAYS, RETENTION_DAYS
 from fleet.errors import SettingsError
 
 #: Ports of the local services the project starts itself (not the standard ones,
@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     sim_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     sim_latency_s: float = Field(default=0.05, ge=0.0, le=60.0)
     store_sqlite_dir: Path | None = None
-    retention_days: float = Field(default=14.0, gt=0, le=3650)
+    retention_days: float = Field(default=RETENTION_DAYS, gt=0, le=MAX_RETENTION_DAYS)
     lock_ttl_s: float = Field(default=AGENT_LOCK_TTL_S, ge=1, le=600)
     cancel_on_connection_loss: bool = False
     flower_port: int = Field(default=5555, gt=0, lt=65536)

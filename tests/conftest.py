@@ -43,7 +43,10 @@ _STACK: Stack | None = None
 
 def pytest_configure(config: pytest.Config) -> None:
     global _STACK
-    services, env = svc.isolated("fleet-test-", ROOT / ".fleet" / "bin", TEST_DB)
+    # FLEET_TEST_MONGO_URL runs the suite against any MongoDB-wire server (its fleet_test
+    # database is emptied by the tests) instead of a fresh FerretDB.
+    external = os.environ.get("FLEET_TEST_MONGO_URL") or None
+    services, env = svc.isolated("fleet-test-", ROOT / ".fleet" / "bin", TEST_DB, external)
     env["FLEET_PROTOCOLS_DIR"] = str(ROOT / "protocols")
     for name in list(os.environ):
         if name.startswith("FLEET_") and name not in env:

@@ -22,13 +22,16 @@ from pathlib import Path
 
 from pymongo import ASCENDING
 from pymongo.database import Database
-from pymongo.errors import OperationFailure
+from pymongo.errors import CollectionInvalid, OperationFailure
 
 from fleet.constants import COLLECTIONS, INDEXES, SQLITE_ID_EXPRESSION, SQLITE_ID_INDEX, TTL_FIELDS
 from fleet.errors import LedgerUnavailable, first_line
 from fleet.settings import Settings, get_settings
 from fleet.store.connection import Document, store_kind
 from fleet.store.errors import translated
+
+#: MongoDB's (and FerretDB's) error code for "collection already exists".
+NAMESPACE_EXISTS = 48
 
 #: Seconds SQLite waits for FerretDB's write lock while adding an index.
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -44,7 +47,11 @@ def ensure_indexes(db: Database[Document], settings: Settings | None = None) -> 
     sqlite_dir, retention_s = settings.sqlite_dir, settings.retention_days * 86400
     kind = store_kind(db)
     with translated("creating indexes"):
+        existing = set(db.list_collection_names())
         for collection in COLLECTIONS:
+            if collection not in existing:
+                # A collection with no index of its own still needs its table (and _id index).
+                _create_collection(db, collection)
             for name, keys, unique in INDEXES.get(collection, []):
                 spec = [(field, ASCENDING if d == 1 else d) for field, d in keys]
                 db[collection].create_index(spec, name=name, unique=unique)
@@ -52,6 +59,16 @@ def ensure_indexes(db: Database[Document], settings: Settings | None = None) -> 
                 _ttl_index(db, collection, TTL_FIELDS[collection], int(retention_s))
     if kind.ferretdb and sqlite_dir is not None:
         add_sqlite_id_indexes(sqlite_dir / f"{db.name}.sqlite")
+
+
+def _create_collection(db: Database[Document], collection: str) -> None:
+    try:
+        db.create_collection(collection)
+    except CollectionInvalid:
+        return  # listed by now: another process created it after our listing
+    except OperationFailure as exc:
+        if exc.code != NAMESPACE_EXISTS:  # the same race, seen by the server instead
+            raise
 
 
 def _ttl_index(db: Database[Document], collection: str, field: str, seconds: int) -> None:

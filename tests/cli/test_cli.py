@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -498,3 +499,31 @@ def test_read_commands_change_nothing(db: Database[Document], redis: redis_lib.R
         assert invoke(*args).code == 0
     assert counts(db) == before
     assert db[HEARTBEATS].count_documents({}) == 0
+
+
+def test_prune_dry_run_counts_and_prune_deletes_old_heartbeats(db: Database[Document]) -> None:
+    old = datetime.now(UTC) - timedelta(days=30)
+    db[HEARTBEATS].insert_many(
+        [
+            {"_id": "old", "agent": "a", "started_at": old},
+            {"_id": "new", "agent": "a", "started_at": datetime.now(UTC)},
+        ]
+    )
+    dry = invoke("prune", "--dry-run", "--json")
+    assert dry.code == 0, dry.text
+    assert dry.json()["deleted"][HEARTBEATS] == 1 and dry.json()["dry_run"] is True
+    assert db[HEARTBEATS].count_documents({}) == 2
+    ran = invoke("prune")
+    assert ran.code == 0, ran.text
+    assert "deleted 1 document(s)" in ran.out
+    assert {doc["_id"] for doc in db[HEARTBEATS].find()} == {"new"}
+
+
+@pytest.mark.parametrize("days", ["0", "-3", "1e9"])
+def test_prune_refuses_a_bad_window_in_one_line(db: Database[Document], days: str) -> None:
+    db[HEARTBEATS].insert_one(
+        {"_id": "h", "agent": "a", "started_at": datetime.now(UTC) - timedelta(days=99)}
+    )
+    ran = run_cli("prune", "--days", days)
+    assert_one_line_error(ran)
+    assert db[HEARTBEATS].count_documents({}) == 1

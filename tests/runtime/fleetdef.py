@@ -122,3 +122,12 @@ def check(ctx: BetContext) -> Decision:
 
 def finish(ctx: BetContext) -> Decision:
     return Decision.move("done", "shipped")
+
+
+#: The same fleet with a checker that takes two bets per heartbeat (starvation tests).
+SMALL_BATCH: dict[str, Any] = {
+    **CATALOGUE,
+    "agents": [
+        {**spec, "batch_size": 2} if spec["name"] == "checker" else spec for spec in CATALOGUE["agents"]
+    ],
+}

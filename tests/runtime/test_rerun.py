@@ -166,7 +166,7 @@ def test_a_record_that_cannot_be_stored_does_not_rerun_the_work(runtime, make_be
     def store_down(*_args, **_kwargs) -> None:
         raise LedgerUnavailable("heartbeat record: store unavailable")
 
-    monkeypatch.setattr(heartbeat, "_store_record", store_down)
+    monkeypatch.setattr(heartbeat, "write_record", store_down)
     monkeypatch.setattr(heartbeat, "RECORD_WRITE_WINDOW_S", 0.5)
     # When the heartbeat finishes its work
     record = run_heartbeat(runtime, "checker", heartbeat_id="hb-unrecorded")
