@@ -157,3 +157,18 @@ def test_queued_and_running_heartbeats_survive_a_redis_restart(
     assert done["status"] == "ok", done
     assert [runtime.enforcer.get(b.bet_id).stage for b in bets] == ["checked"] * 8
     assert runtime.enforcer.verify() == []
+
+
+def test_a_heartbeat_that_expired_before_a_worker_took_it_is_recorded_as_expired(
+    stack, db, start_worker
+) -> None:
+    # Given a heartbeat that expires before any worker serves its queue
+    sent = sending_app().send_task("fleet.heartbeat", args=["maker"], queue="beta", expires=1)
+    deadline = time.time() + 1
+    wait_for(lambda: time.time() > deadline, 10, "the message to expire")
+    # When a worker receives it
+    start_worker(queues="beta", **TEST_FLEET_ENV)
+    # Then it does not run, and the drop is on the record instead of silently gone
+    done = wait_for(lambda: record(db, sent.id), 60, "the expired heartbeat's record")
+    assert done["status"] == "expired" and done["agent"] == "maker"
+    assert db["bets"].count_documents({}) == 0
