@@ -19,7 +19,7 @@
 | FLEET_CANCEL_ON_CONNECTION_LOSS | false                   | cut running heartbeats when the broker connection drops (Celery's ``worker_cancel_long_running_tasks_on_connection_loss``) |
 | FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
-| FLEET_FLOWER_PASSWORD  | fleet                            | Flower basic-auth password; change it outside a laptop |
+| FLEET_FLOWER_PASSWORD  | (none: Flower refuses to start; the demo uses ``fleet``) | Flower basic-auth password, read from the environment (never argv) |
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     cancel_on_connection_loss: bool = False
     flower_port: int = Field(default=5555, gt=0, lt=65536)
     flower_user: str = "fleet"
-    flower_password: str = "fleet"
+    flower_password: str | None = None
 
     @field_validator("mongo_url")
     @classmethod
