@@ -108,7 +108,7 @@ class UnknownBet(LedgerError):
     """No bet has this id."""
 
     def __init__(self, bet_id: str) -> None:
-        super().__init__(f"unknown bet {bet_id!r}")
+        super().__init__(f"unknown bet {clipped(bet_id)}")
         self.bet_id = bet_id
 
 
@@ -198,7 +198,7 @@ class UnknownAgent(RuntimeFleetError):
     """No agent spec has this name."""
 
     def __init__(self, agent: str) -> None:
-        super().__init__(f"unknown agent {agent!r}")
+        super().__init__(f"unknown agent {clipped(agent)}")
         self.agent = agent
 
 
@@ -233,7 +233,7 @@ class UnknownTask(BoardError):
     """No board task has this id."""
 
     def __init__(self, task_id: str) -> None:
-        super().__init__(f"unknown board task {task_id!r}")
+        super().__init__(f"unknown board task {clipped(task_id)}")
         self.task_id = task_id
 
 
@@ -252,6 +252,16 @@ class CorruptTask(BoardError):
         super().__init__(f"board task {task_id!r} is corrupt: {problem}")
         self.task_id = task_id
         self.problem = problem
+
+
+#: Characters of an untrusted value (a task argument, a command-line id) an error message quotes.
+CLIP_CHARS = 80
+
+
+def clipped(value: object, limit: int = CLIP_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters: untrusted input never floods a log line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

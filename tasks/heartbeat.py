@@ -16,7 +16,16 @@ from celery.worker.request import Request
 from fleet import celery_app
 from fleet.agents import get_registry
 from fleet.constants import HEARTBEAT_REASONS, HEARTBEAT_TASK
-from fleet.errors import TASK_RETRY_ERRORS, BadTaskArguments, ConfigError, FleetError, UnknownAgent
+from fleet.errors import (
+    CLIP_CHARS,
+    TASK_RETRY_ERRORS,
+    BadTaskArguments,
+    ConfigError,
+    FleetError,
+    UnknownAgent,
+    clipped,
+    first_line,
+)
 from fleet.heartbeat import get_runtime, record_expired, run_heartbeat
 from fleet.protocols import DEFAULT_TASK_RETRY, TaskRetryPolicy, load_protocols
 from fleet.settings import get_settings
@@ -53,7 +62,7 @@ def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str,
     try:
         bound = SIGNATURE.bind(*args, **kwargs)
     except TypeError as exc:
-        raise BadTaskArguments(f"{HEARTBEAT_TASK}: {exc}") from None
+        raise BadTaskArguments(f"{HEARTBEAT_TASK}: {first_line(exc, CLIP_CHARS * 2)}") from None
     bound.apply_defaults()
     agent, reason, debug = (
         bound.arguments["agent"],
@@ -61,11 +70,13 @@ def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str,
         bound.arguments["debug"],
     )
     if not isinstance(agent, str) or not agent:
-        raise BadTaskArguments(f"{HEARTBEAT_TASK}: agent must be a non-empty string, got {agent!r}")
+        raise BadTaskArguments(f"{HEARTBEAT_TASK}: agent must be a non-empty string, got {clipped(agent)}")
     if reason not in HEARTBEAT_REASONS:
-        raise BadTaskArguments(f"{HEARTBEAT_TASK}: reason must be one of {HEARTBEAT_REASONS}, got {reason!r}")
+        raise BadTaskArguments(
+            f"{HEARTBEAT_TASK}: reason must be one of {HEARTBEAT_REASONS}, got {clipped(reason)}"
+        )
     if not isinstance(debug, bool):
-        raise BadTaskArguments(f"{HEARTBEAT_TASK}: debug must be true or false, got {debug!r}")
+        raise BadTaskArguments(f"{HEARTBEAT_TASK}: debug must be true or false, got {clipped(debug)}")
     return agent, reason, debug
 
 
