@@ -470,8 +470,10 @@ def write_record(db: Database[Document], doc: Document, overwrite: bool = True) 
                 db[HEARTBEATS].replace_one({"_id": doc["_id"]}, doc)
 
 
-def record_expired(db: Database[dict[str, Any]], heartbeat_id: str, agent: str, reason: str) -> None:
-    """Record a heartbeat a worker dropped unrun because its message expired (never overwrites)."""
+def record_unrun(
+    db: Database[dict[str, Any]], heartbeat_id: str, agent: str, reason: str, status: str, error: str
+) -> None:
+    """Record a heartbeat Celery dropped (``expired``) or killed (``killed``); never overwrites."""
     now = clock(db).now()
     record = HeartbeatRecord(
         heartbeat_id=heartbeat_id,
@@ -479,8 +481,8 @@ def record_expired(db: Database[dict[str, Any]], heartbeat_id: str, agent: str, 
         reason=reason,
         started_at=now,
         spec_protocol_version="",
-        status="expired",
-        error="expired before a worker ran it (a backlog, or redelivered after its worker died)",
+        status=status,
+        error=error,
         finished_at=now,
     )
     logs.emit(record.line())
@@ -503,7 +505,7 @@ __all__ = [
     "LoadedProtocols",
     "Runtime",
     "get_runtime",
-    "record_expired",
+    "record_unrun",
     "run_heartbeat",
     "stored_record",
 ]

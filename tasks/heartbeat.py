@@ -26,7 +26,7 @@ from fleet.errors import (
     clipped,
     first_line,
 )
-from fleet.heartbeat import get_runtime, record_expired, run_heartbeat
+from fleet.heartbeat import get_runtime, record_unrun, run_heartbeat
 from fleet.protocols import DEFAULT_TASK_RETRY, TaskRetryPolicy, load_protocols
 from fleet.settings import get_settings
 from fleet.store import database
@@ -106,6 +106,18 @@ class HeartbeatRequest(Request):  # type: ignore[misc]
                 soft, hard = limits
                 self.time_limits = (hard, soft)  # Celery's order
 
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        """Celery's hard limit killed the heartbeat's process: say so on its record."""
+        super().on_timeout(soft, timeout)
+        if not soft:
+            _record_unrun(
+                self.id,
+                self.args,
+                self.kwargs,
+                "killed",
+                f"hard time limit ({timeout:g}s) reached: process killed; its claims and lock lapse",
+            )
+
 
 @app.task(
     name=HEARTBEAT_TASK,
@@ -150,8 +162,13 @@ def _record_expired(sender: Any = None, request: Any = None, expired: bool = Fal
     """A heartbeat dropped unrun because it expired is on the record, not silently gone."""
     if not expired or getattr(sender, "name", None) != HEARTBEAT_TASK or request is None:
         return
+    why = "expired before a worker ran it (a backlog, or redelivered after its worker died)"
+    _record_unrun(request.id, request.args, request.kwargs, "expired", why)
+
+
+def _record_unrun(task_id: str, args: Any, kwargs: Any, status: str, error: str) -> None:
     try:
-        agent, reason, _debug = parse_arguments(tuple(request.args or ()), dict(request.kwargs or {}))
-        record_expired(database(get_settings()), request.id, agent, reason)
+        agent, reason, _debug = parse_arguments(tuple(args or ()), dict(kwargs or {}))
+        record_unrun(database(get_settings()), task_id, agent, reason, status, error)
     except FleetError:
-        pass  # bad arguments or the store down: the worker's log still says "Discarding revoked task"
+        pass  # bad arguments or the store down: Celery's own log line still says what happened

@@ -172,3 +172,24 @@ def test_a_heartbeat_that_expired_before_a_worker_took_it_is_recorded_as_expired
     done = wait_for(lambda: record(db, sent.id), 60, "the expired heartbeat's record")
     assert done["status"] == "expired" and done["agent"] == "maker"
     assert db["bets"].count_documents({}) == 0
+
+
+def test_at_the_hard_limit_the_heartbeat_is_killed_recorded_and_its_leases_lapse(
+    stack, db, redis, make_bets, start_worker
+) -> None:
+    # Given bets whose handler hangs where no stop signal reaches it (a plain sleep)
+    make_bets(4, sleep_s=60)
+    start_worker(queues="alpha", **SHORT_LEASE)
+    app = sending_app()
+    limits = {"soft_time_limit": 1, "time_limit": 3}
+    # When a heartbeat runs past its hard limit
+    app.send_task("fleet.heartbeat", args=["checker"], queue="alpha", task_id="hb-hard", **limits)
+    # Then Celery kills it and the worker records that
+    done = wait_for(lambda: record(db, "hb-hard"), 60, "the killed heartbeat's record")
+    assert done["status"] == "killed" and "hard time limit (3s)" in done["error"]
+    # And its agent lock and its claims lapse within one lease each, so the next one takes over
+    wait_for(lambda: not redis.exists(AGENT_LOCK_KEY.format(agent="checker")), 30, "the lock to lapse")
+    app.send_task("fleet.heartbeat", args=["checker"], queue="alpha", task_id="hb-next", **limits)
+    taken_over = {"heartbeat_id": "hb-next"}
+    wait_for(lambda: db[CLAIMS].count_documents(taken_over) == 4, 60, "the leases taken over")
+    assert db[CLAIMS].count_documents({"n": 1}) == 4
