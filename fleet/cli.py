@@ -41,6 +41,7 @@ from fleet.audit import file_findings
 from fleet.board import Board, Origin
 from fleet.constants import HEARTBEAT_TASK, MAX_RETENTION_DAYS, PROBE_TASK, PROBES
 from fleet.errors import BadArgument, BrokerUnavailable, FleetError, first_line
+from fleet.flower import check_procfile
 from fleet.ledger import Enforcer
 from fleet.logs import format_actions
 from fleet.protocols import load_protocols
@@ -695,6 +696,7 @@ def up(procfile: Path = PROCFILE_OPTION) -> None:
     settings = get_settings()
     if not procfile.is_file():
         raise BadArgument(f"no Procfile at {procfile}: run from the project folder or pass --procfile")
+    check_procfile(procfile, settings)
     for name, pid in svc.up(svc.for_settings(settings)).items():
         console.print(f"{name}: running (pid {pid})")
     ping_redis(settings)

@@ -9,8 +9,9 @@ there is no default password: without ``FLEET_FLOWER_PASSWORD`` Flower refuses t
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from fleet.errors import ConfigError
+from fleet.errors import BadArgument, ConfigError
 from fleet.settings import Settings, get_settings
 
 #: The demo's password (``fleet demo`` sets it when none is given); Flower warns when it is used.
@@ -30,3 +31,14 @@ def basic_auth(settings: Settings | None = None) -> list[str]:
             file=sys.stderr,
         )
     return [f"{settings.flower_user}:{settings.flower_password}"]
+
+
+def check_procfile(procfile: Path, settings: Settings | None = None) -> None:
+    """Refuse (:class:`BadArgument`) a Procfile that starts Flower when no password is set:
+    honcho would stop every process the moment Flower refuses to start."""
+    settings = settings or get_settings()
+    starts_flower = any(line.startswith("flower:") for line in procfile.read_text().splitlines())
+    if starts_flower and not settings.flower_password:
+        raise BadArgument(
+            f"{procfile} starts Flower, which needs FLEET_FLOWER_PASSWORD (basic auth): set it first"
+        )

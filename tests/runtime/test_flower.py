@@ -102,3 +102,12 @@ def test_flower_warns_when_it_runs_on_the_demo_password(stack, tmp_path) -> None
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def test_fleet_up_refuses_a_procfile_with_flower_when_no_password_is_set(stack, tmp_path) -> None:
+    from ..cli.conftest import assert_one_line_error, run_cli
+
+    procfile = tmp_path / "Procfile"
+    procfile.write_text((ROOT / "Procfile").read_text())
+    ran = run_cli("up", "--procfile", str(procfile))
+    assert_one_line_error(ran, "starts Flower, which needs FLEET_FLOWER_PASSWORD")
