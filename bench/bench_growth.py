@@ -27,10 +27,17 @@ FILL_BATCH = 2_000
 METRICS = {"growth_commit": ">= 0.8", "growth_heartbeat_record": ">= 0.8"}
 
 
-def _fill(db: Any, collection: str, template: dict[str, Any], count: int, make_id: Any) -> None:
+def _fill(db: Any, collection: str, template: dict[str, Any], count: int, tag: str) -> None:
     for start in range(0, count, FILL_BATCH):
-        batch = [{**template, "_id": make_id(n)} for n in range(start, min(count, start + FILL_BATCH))]
-        db[collection].insert_many(batch, ordered=False)
+        batch = [_filler(collection, template, tag, n) for n in range(start, min(count, start + FILL_BATCH))]
+        db[collection].insert_many(batch)
+
+
+def _filler(collection: str, template: dict[str, Any], tag: str, n: int) -> dict[str, Any]:
+    doc = {**template, "_id": f"fill-{collection}-{tag}-{n}"}
+    if "bet_id" in template:  # a transition record: unique per (bet, seq), 7 records per bet
+        doc.update(bet_id=f"fill-{tag}-{n // 7}", seq=n % 7, _id=f"fill-{tag}-{n // 7}:{n % 7}")
+    return doc
 
 
 def _grow_to(db: Any, total: int, templates: dict[str, dict[str, Any]]) -> None:
@@ -45,7 +52,7 @@ def _grow_to(db: Any, total: int, templates: dict[str, dict[str, Any]]) -> None:
     ):
         missing = want - db[collection].estimated_document_count()
         if missing > 0:
-            _fill(db, collection, template, missing, lambda n, c=collection: f"fill-{c}-{tag}-{n}")
+            _fill(db, collection, template, missing, tag)
 
 
 def _commits_per_s(db: Any) -> float:

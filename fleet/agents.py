@@ -9,14 +9,18 @@ exactly one agent, and every edge an agent claims exists and is its own.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import sys
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fleet.constants import STOP_GRACE_S
+from fleet.constants import DEFAULT_SPEC_OWNER, STOP_GRACE_S
 from fleet.errors import CatalogueError, HandlerImportError, UnknownAgent
 from fleet.pipeline import NAME_PATTERN, Pipeline, load_object, load_pipeline
 from fleet.settings import get_settings
@@ -63,6 +67,8 @@ class AgentSpec(BaseModel):
     expected_seconds: float = Field(default=60.0, gt=0, description="typical duration")
     protocol_version: str
     handler: str = Field(pattern=r"^[\w.]+:\w+$")
+    #: Who answers for this spec: refusal-loop tasks about the agent are assigned to them.
+    owner: str = Field(default=DEFAULT_SPEC_OWNER, pattern=NAME_PATTERN)
 
     @property
     def time_limits(self) -> tuple[float, float]:
@@ -200,6 +206,21 @@ def get_registry() -> Registry:
     """The process-wide registry, from ``FLEET_CATALOGUE`` and ``FLEET_PIPELINE``."""
     settings = get_settings()
     return load_registry(settings.catalogue, settings.pipeline)
+
+
+def spec_fingerprint(spec: AgentSpec) -> str:
+    """A hash of the spec and of its handler's source file: what a fix would change.
+
+    Holds on bets (:mod:`fleet.ledger.holds`) last until this changes, so editing the
+    spec or deploying a fixed handler offers the held bets to the agent again.
+    """
+    digest = hashlib.sha256(spec.model_dump_json().encode())
+    module = sys.modules.get(spec.handler.partition(":")[0])
+    source = getattr(module, "__file__", None)
+    if source:
+        with suppress(OSError):
+            digest.update(Path(source).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def resolve_handler(spec: AgentSpec) -> Callable[..., Any]:

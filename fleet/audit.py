@@ -9,6 +9,10 @@ by the board) and closes the tasks whose condition is gone.
   (or for one that never existed); heartbeats that ran under other protocols than
   the current file, after the current file was first in use; specs naming stages
   or edges the pipeline no longer has; SLA overrides for stages that do not exist.
+- **Refusal loops** (:func:`refusal_loop_findings`): an agent refused again and again for
+  the same move, on one bet or on many, within the protocols' window; or bets held back
+  from an agent for that reason (:mod:`fleet.ledger.holds`). One finding per (agent, move),
+  assigned to the owner of the agent's spec.
 - **Stranded bets** (:func:`stranded_findings`): bets past their stage's SLA; bets
   whose latest claim expired unreleased (its holder died); bets failing again and
   again; bets one agent keeps deferring; bets at a stage nobody polls or nothing
@@ -20,7 +24,7 @@ claims and the heartbeat runtime (collection names in :mod:`fleet.constants`).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,9 +34,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pymongo.database import Database
 
-from fleet.agents import Registry
+from fleet.agents import Registry, spec_fingerprint
 from fleet.board import Board, Origin
-from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, TRANSITIONS
+from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, REFUSALS, TRANSITIONS
+from fleet.ledger.holds import Hold, Holds
 from fleet.pipeline import Pipeline
 from fleet.protocols import LoadedProtocols, Protocols, version_known
 from fleet.store import reading
@@ -59,6 +64,7 @@ class FindingKind(StrEnum):
     REPEATED_FAILURES = "repeated_failures"
     OSCILLATING = "oscillating"
     DEAD_END = "dead_end"
+    REFUSAL_LOOP = "refusal_loop"
 
 
 class Finding(BaseModel):
@@ -95,6 +101,99 @@ def file_findings(
         filed += new
     closed = board.close_resolved(origin, {f.dedupe_key for f in findings}, by=by)
     return filed, len(closed)
+
+
+# --- refusal loops -------------------------------------------------------------------
+
+#: Bets named in one refusal-loop task (the rest are counted).
+LOOP_BETS_SHOWN = 20
+
+
+@dataclass
+class _Loop:
+    """Refusals of one agent for one move within the window, and the holds they caused."""
+
+    agent: str
+    from_stage: str | None
+    to_stage: str
+    per_bet: Counter[str] = field(default_factory=Counter)
+    reason: str = ""
+    held: list[str] = field(default_factory=list)
+
+
+def refusal_loop_findings(
+    registry: Registry,
+    loaded: LoadedProtocols,
+    db: Database[Doc],
+    now: datetime,
+    *,
+    auditor: str = DEFAULT_AUDITOR,
+) -> list[Finding]:
+    """Agents that keep asking for a move they may not make (see the module docstring)."""
+    policy = loaded.protocols.escalation
+    since = now - timedelta(hours=policy.refusal_loop_window_h)
+    loops: dict[tuple[str, str | None, str], _Loop] = {}
+    fields = ["agent", "bet_id", "from_stage", "to_stage", "reason"]
+    for doc in _find(db, REFUSALS, {"at": {"$gte": since}}, fields):
+        if doc.get("reason") == "stale bet (lost race)" or not isinstance(doc.get("agent"), str):
+            continue  # a lost race is not a loop
+        loop = _loop_of(loops, doc["agent"], doc.get("from_stage"), str(doc.get("to_stage")))
+        loop.per_bet[str(doc.get("bet_id"))] += 1
+        loop.reason = str(doc.get("reason") or loop.reason)
+    for hold in _standing_holds(registry, loaded, db):
+        _loop_of(loops, hold.agent, hold.from_stage, hold.to_stage).held.append(hold.bet_id)
+    threshold = policy.refusal_loop_threshold
+    return [
+        _loop_finding(registry, loop, policy.refusal_loop_window_h, auditor)
+        for loop in loops.values()
+        if loop.held or max(loop.per_bet.values(), default=0) > threshold or len(loop.per_bet) > threshold
+    ]
+
+
+def _loop_of(loops: dict[tuple[str, str | None, str], _Loop], agent: str, src: str | None, dst: str) -> _Loop:
+    return loops.setdefault((agent, src, dst), _Loop(agent, src, dst))
+
+
+def _standing_holds(registry: Registry, loaded: LoadedProtocols, db: Database[Doc]) -> list[Hold]:
+    with reading("holds"):
+        holds = Holds(db).every()
+    fingerprints = {spec.name: spec_fingerprint(spec) for spec in registry}
+    return [h for h in holds if h.agent in fingerprints and h.applies(fingerprints[h.agent], loaded.hash)]
+
+
+def _loop_finding(registry: Registry, loop: _Loop, window_h: float, auditor: str) -> Finding:
+    spec = registry.get(loop.agent)
+    owner = spec.owner if spec is not None else auditor
+    move = f"{loop.from_stage or '(new)'} -> {loop.to_stage}"
+    allowed = [
+        {"to_stage": edge.dest, "owner": edge.owner, "kind": str(edge.kind)}
+        for edge in (registry.pipeline.edges_from(loop.from_stage) if loop.from_stage else [])
+    ]
+    own = [a["to_stage"] for a in allowed if a["owner"] == loop.agent]
+    bets = sorted(set(loop.per_bet) | set(loop.held))
+    refusals = sum(loop.per_bet.values())
+    return Finding(
+        kind=FindingKind.REFUSAL_LOOP,
+        agent=owner,
+        dedupe_key=f"refusal-loop:{loop.agent}:{loop.from_stage}->{loop.to_stage}",
+        title=(
+            f"{loop.agent} keeps trying {move}, which it may not make ({loop.reason}): "
+            f"{refusals} refusal(s) on {len(bets)} item(s) in the last {window_h:g} h, "
+            f"{len(loop.held)} held back"
+        ),
+        detail={
+            "agent": loop.agent,
+            "move": move,
+            "reason": loop.reason,
+            "refusals": refusals,
+            "bets": bets[:LOOP_BETS_SHOWN],
+            "bet_count": len(bets),
+            "held": sorted(loop.held)[:LOOP_BETS_SHOWN],
+            "allowed_moves": allowed,
+            "agent_may_move_to": own,
+            "fix": "fix the agent's handler or spec (held items are offered again once either changes)",
+        },
+    )
 
 
 # --- drift ---------------------------------------------------------------------------
@@ -292,6 +391,10 @@ def stranded_findings(
     return [finding for view in views for check in _CHECKS for finding in check(view, audit)]
 
 
+#: Slack for documents dated by an older fleet with worker clocks (today: the store's clock).
+ARRIVAL_MARGIN = timedelta(minutes=5)
+
+
 def bet_views(db: Database[Doc], pipeline: Pipeline) -> list[BetView]:
     """Unfinished bets (not at a terminal stage) with their records, claims, failures and heartbeats.
 
@@ -310,10 +413,19 @@ def bet_views(db: Database[Doc], pipeline: Pipeline) -> list[BetView]:
             view.last_transition = record
         elif view is not None:
             del views[view.bet_id]  # moved on: the projection lags
-    _attach(views, _find(db, CLAIMS, {"bet_id": {"$in": ids}}), lambda v, doc: v.claims.append(doc))
-    _attach(views, _find(db, FAILURES, {"bet_id": {"$in": ids}}), _add_failure)
+    if not views:
+        return []
+    # Only what happened since the oldest of these bets reached its stage matters (claims,
+    # failures and touches at an older seq do not), so the reads stay within that window.
+    since = min(v.updated_at for v in views.values()) - ARRIVAL_MARGIN
+    claims = _find(db, CLAIMS, {"bet_id": {"$in": ids}, "claimed_at": {"$gte": since}})
+    _attach(views, claims, lambda v, doc: v.claims.append(doc))
+    _attach(views, _find(db, FAILURES, {"bet_id": {"$in": ids}, "at": {"$gte": since}}), _add_failure)
     for beat in _find(
-        db, HEARTBEATS, {"bets.bet_id": {"$in": ids}}, ["agent", "started_at", "worker", "bets"]
+        db,
+        HEARTBEATS,
+        {"bets.bet_id": {"$in": ids}, "started_at": {"$gte": since}},
+        ["agent", "started_at", "worker", "bets"],
     ):
         _attach(views, _touches(beat), lambda v, doc: v.touches.append(doc))
     return sorted(views.values(), key=lambda v: v.bet_id)

@@ -78,6 +78,7 @@ class Origin(StrEnum):
 
     DRIFT = "drift"
     STRANDED = "stranded"
+    REFUSAL_LOOP = "refusal_loop"
     ESCALATION = "escalation"
     MANUAL = "manual"
 
@@ -237,6 +238,8 @@ class Board:
         """Tasks not closed, as of their latest events; corrupt ones are logged and skipped."""
         query = {**query, "status": {"$in": [str(s) for s in ACTIVE_STATUSES]}}
         docs = self._find(self._tasks, query)
+        if not docs:
+            return []  # the common case on a heartbeat: no second round trip
         events: dict[object, list[Doc]] = {}
         for event in self._find(self._events, {"task_id": {"$in": [d["_id"] for d in docs]}}):
             events.setdefault(event.get("task_id"), []).append(event)

@@ -18,13 +18,20 @@ from fleet.settings import get_settings
 
 
 def ceo(ctx: HeartbeatContext) -> None:
-    """Audit drift and stranded bets; file a task per finding, close the resolved ones."""
+    """Audit drift, stranded bets and refusal loops; file a task per finding, close the resolved ones."""
     # Findings no single agent owns go to this agent, whatever the catalogue names it.
     drift = audit.drift_findings(ctx.registry, ctx.protocols, ctx.db, ctx.now, auditor=ctx.agent)
     stranded = audit.stranded_findings(ctx.registry, ctx.protocols, ctx.db, ctx.now, auditor=ctx.agent)
+    loops = audit.refusal_loop_findings(ctx.registry, ctx.protocols, ctx.db, ctx.now, auditor=ctx.agent)
     ctx.count("drift", len(drift))
     ctx.count("stranded", len(stranded))
-    for origin, findings in ((Origin.DRIFT, drift), (Origin.STRANDED, stranded)):
+    if loops:
+        ctx.count("loops", len(loops))
+    for origin, findings in (
+        (Origin.DRIFT, drift),
+        (Origin.STRANDED, stranded),
+        (Origin.REFUSAL_LOOP, loops),
+    ):
         filed, closed = audit.file_findings(ctx.board, findings, origin=origin, by=ctx.agent)
         ctx.count("filed", filed)
         ctx.count("closed", closed)

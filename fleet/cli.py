@@ -252,7 +252,7 @@ def status_view(s: report.Status) -> RenderableType:
     ]
     grid = Table.grid(padding=(0, 4))
     grid.add_row(_stages_view(s.stages), Group(_throughput_view(s.throughput), _queues_view(s.queues)))
-    return Group(*lines, "", grid, _refusals_view(s.refusals))
+    return Group(*lines, "", grid, _refused_moves_view(s.refused_moves), _refusals_view(s.refusals))
 
 
 def _stages_view(stages: Iterable[report.StageCount]) -> RenderableType:
@@ -275,6 +275,16 @@ def _queues_view(queues: dict[str, int]) -> RenderableType:
     for name, depth in queues.items():
         add(view, name, str(depth))
     return section("queue depths", view)
+
+
+def _refused_moves_view(moves: list[report.RefusedMove]) -> RenderableType:
+    title = f"refusals per agent and move, last {report.REFUSED_MOVES_WINDOW.total_seconds() / 3600:g} h"
+    if not moves:
+        return section(f"{title}: none")
+    view = table("agent", "move", "refusals", "items", "held back")
+    for m in moves:
+        add(view, m.agent, m.move, str(m.refusals), str(m.bets), str(m.held))
+    return section(title, view)
 
 
 def _refusals_view(refusals: report.RefusalSummary) -> RenderableType:
@@ -338,6 +348,12 @@ def bet(
         console.print(_touches_view(timeline.touches))
     if timeline.refusals:
         console.print(_bet_refusals_view(timeline.refusals))
+    for hold in timeline.holds:
+        say(
+            f"held back from {hold['agent']} at seq {hold['seq']} after {hold['refusals']} refusals of "
+            f"{hold['from_stage']} -> {hold['to_stage']} ({hold['reason']}), "
+            "until its spec or the protocols change"
+        )
 
 
 def _protocols_label(version: object, hash_: object) -> str:
@@ -529,7 +545,7 @@ def audit(
     file: bool = typer.Option(False, "--file", help="file a board task per finding; close resolved ones"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Drift and stranded-bet findings as of now (the CEO's audit); --file puts them on the board."""
+    """Drift, stranded-bet and refusal-loop findings now (the CEO's audit); --file puts them on the board."""
     ops = connect()
     loaded = load_protocols(ops.settings.protocols_dir)
     found = report.audit_report(ops.db, ops.registry, loaded, datetime.now(UTC))
@@ -537,7 +553,11 @@ def audit(
     if emit({**jsonable(found), "filed": filed}, as_json):
         return
     say(f"protocols {found.protocol_version} ({found.protocol_hash})")
-    for name, findings in (("drift", found.drift), ("stranded", found.stranded)):
+    for name, findings in (
+        ("drift", found.drift),
+        ("stranded", found.stranded),
+        ("refusal loops", found.loops),
+    ):
         view = table("kind", "agent", "finding")
         for f in findings:
             add(view, str(f.kind), f.agent, f.title)
@@ -550,7 +570,12 @@ def _file(ops: Ops, found: report.AuditReport) -> dict[str, dict[str, int]]:
     """File the findings as board tasks by the operator; close each origin's resolved tasks."""
     ensure_indexes(ops.db)
     done = {}
-    for origin, findings in ((Origin.DRIFT, found.drift), (Origin.STRANDED, found.stranded)):
+    origins = (
+        (Origin.DRIFT, found.drift),
+        (Origin.STRANDED, found.stranded),
+        (Origin.REFUSAL_LOOP, found.loops),
+    )
+    for origin, findings in origins:
         filed, closed = file_findings(ops.board, findings, origin=origin, by=report.OPERATOR)
         done[str(origin)] = {"filed": filed, "closed": closed}
     return done

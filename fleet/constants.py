@@ -23,11 +23,24 @@ FAILURES: Final = "bet_failures"
 #: The task board and each task's history.
 TASKS: Final = "tasks"
 TASK_EVENTS: Final = "task_events"
+#: Bets an agent is no longer offered after refusing too often; ``_id = "<agent>:<bet>:<seq>"``.
+HOLDS: Final = "holds"
 #: End-to-end probes: a worker writes one when it runs `fleet.probe` (doctor, smoke test).
 PROBES: Final = "probes"
 
 #: Every collection fleet owns (indexes are created for each, even those without one).
-COLLECTIONS: Final = (BETS, TRANSITIONS, REFUSALS, HEARTBEATS, CLAIMS, FAILURES, TASKS, TASK_EVENTS, PROBES)
+COLLECTIONS: Final = (
+    BETS,
+    TRANSITIONS,
+    REFUSALS,
+    HEARTBEATS,
+    CLAIMS,
+    FAILURES,
+    TASKS,
+    TASK_EVENTS,
+    PROBES,
+    HOLDS,
+)
 
 #: Index definitions per collection: (name, [(field, direction)], unique).
 #: Only plain ascending indexes: FerretDB v1 has no TTL and ignores ``sparse``. On FerretDB
@@ -51,13 +64,14 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
         ("task_at", [("task_id", 1), ("at", 1)], False),
         ("task_seq", [("task_id", 1), ("seq", 1)], False),
     ],
+    HOLDS: [("agent_bet", [("agent", 1), ("bet_id", 1)], False)],
 }
 
-#: Collections pruned by age alone, and their time field: TTL indexes on MongoDB.
 #: Default and largest retention window (days) for what :mod:`fleet.retention` prunes.
 RETENTION_DAYS: Final = 14.0
 MAX_RETENTION_DAYS: Final = 3650.0
 
+#: Collections pruned by age alone, and their time field: TTL indexes on MongoDB.
 TTL_FIELDS: Final = {HEARTBEATS: "started_at", REFUSALS: "at", PROBES: "at"}
 
 #: The expression FerretDB v1.24's SQLite backend filters ``_id`` with, and the suffix of the
@@ -88,3 +102,9 @@ OPS_QUEUE: Final = "ops"
 # --- local services ---------------------------------------------------------------
 FERRETDB_MODULE: Final = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION: Final = "v1.24.2"
+
+#: Largest protocols file fleet reads (checked before parsing; a real one is a few KiB).
+MAX_PROTOCOLS_BYTES: Final = 1024 * 1024
+
+#: Who answers for an agent spec that names no ``owner``: a person, not an agent.
+DEFAULT_SPEC_OWNER: Final = "operator"

@@ -38,7 +38,7 @@ from pymongo.errors import DuplicateKeyError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from fleet import logs
-from fleet.agents import AgentSpec, Registry, get_registry, resolve_handler
+from fleet.agents import AgentSpec, Registry, get_registry, resolve_handler, spec_fingerprint
 from fleet.board import Board, Task
 from fleet.constants import HEARTBEATS
 from fleet.context import BetContext, Decision, HeartbeatContext, StopSignal
@@ -50,12 +50,14 @@ from fleet.errors import (
     LedgerUnavailable,
     ProtocolError,
     ServiceUnavailable,
+    StaleBet,
     TaskClosed,
     TransitionRefused,
     first_line,
 )
 from fleet.ledger import Bet, Enforcer
 from fleet.ledger.claims import Claims, record_failure
+from fleet.ledger.holds import Hold, Holds
 from fleet.locks import agent_lock
 from fleet.pipeline import Kind
 from fleet.protocols import LoadedProtocols, load_protocols
@@ -284,7 +286,15 @@ def _run_per_bet(
     ttl = timedelta(seconds=ctx.protocols.protocols.escalation.claim_ttl_s)
     claims = Claims(runtime.db, spec.name, record.heartbeat_id, ttl)
     deadline = time.monotonic() + spec.time_limit * SOFT_DEADLINE_SHARE
-    candidates = runtime.enforcer.bets_at(list(spec.polls), spec.batch_size * CANDIDATE_FACTOR)
+    held = _held_here(runtime, ctx)
+    limit = spec.batch_size * CANDIDATE_FACTOR + len(held)  # held bets never crowd the others out
+    candidates = [
+        bet
+        for bet in runtime.enforcer.bets_at(list(spec.polls), limit)
+        if isinstance(bet, CorruptBet) or (bet.bet_id, bet.seq) not in held
+    ]
+    if held:
+        ctx.count("held", len(held))
     futures: list[Future[dict[str, Any]]] = []
     try:
         with _renewing(claims, ttl):
@@ -384,9 +394,55 @@ def _process_bet(
         return {**outcome, "outcome": "abandoned", "error": str(exc)}
     except TransitionRefused as exc:
         ctx.log("refused", bet=claimed.bet_id, reason=exc.reason)
-        return {**outcome, "outcome": "refused", "error": str(exc)}
+        if isinstance(exc, StaleBet):  # lost a race: the bet moved, nothing to learn
+            return {**outcome, "outcome": "refused", "error": str(exc)}
+        runtime.enforcer.ledger.touch(claimed)  # to the back of the queue, like a bet that stays
+        return {
+            **outcome,
+            "outcome": "refused",
+            "error": str(exc),
+            **_hold_if_looping(runtime, ctx, claimed, exc),
+        }
     except Exception as exc:  # one bet's bug never aborts the others
         return {**outcome, **_failed(runtime, ctx, claimed, f"{type(exc).__name__}: {exc}")}
+
+
+def _held_here(runtime: Runtime, ctx: HeartbeatContext) -> set[tuple[str, int]]:
+    """(bet, seq) pairs this agent is not offered: holds taken under its current spec and protocols."""
+    fingerprint = spec_fingerprint(ctx.spec)
+    return {
+        (hold.bet_id, hold.seq)
+        for hold in Holds(runtime.db).of_agent(ctx.agent)
+        if hold.applies(fingerprint, ctx.protocols.hash)
+    }
+
+
+def _hold_if_looping(
+    runtime: Runtime, ctx: HeartbeatContext, bet: Bet, refused: TransitionRefused
+) -> dict[str, Any]:
+    """Hold the bet back from this agent once it was refused on it too often (a refusal loop)."""
+    policy = ctx.protocols.protocols.escalation
+    holds = Holds(runtime.db)
+    since = ctx.now - timedelta(hours=policy.refusal_loop_window_h)
+    refusals = holds.recent_refusals(ctx.agent, bet.bet_id, bet.seq, since)
+    if refusals <= policy.refusal_loop_threshold:
+        return {}
+    hold = Hold(
+        agent=ctx.agent,
+        bet_id=bet.bet_id,
+        seq=bet.seq,
+        from_stage=refused.from_stage,
+        to_stage=refused.to_stage,
+        refusals=refusals,
+        reason=refused.reason,
+        fingerprint=spec_fingerprint(ctx.spec),
+        protocol_hash=ctx.protocols.hash,
+        at=ctx.now,
+    )
+    if holds.take(hold):
+        ctx.count("held_now")
+        ctx.log("held", bet=bet.bet_id, refusals=refusals, move=f"{refused.from_stage}->{refused.to_stage}")
+    return {"held": True}
 
 
 def _commit(runtime: Runtime, ctx: HeartbeatContext, bet: Bet, decision: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fleet.constants import MAX_PROTOCOLS_BYTES
 from fleet.errors import ProtocolError
 from fleet.pipeline import NAME_PATTERN, Pipeline
 
@@ -84,6 +85,9 @@ class EscalationPolicy(_Strict):
     oscillation_heartbeats: int = Field(ge=2)
     claim_ttl_s: int = Field(ge=1)
     drift_window_h: float = Field(gt=0)
+    # Defaults, so protocols files written before refusal-loop detection stay valid.
+    refusal_loop_threshold: int = Field(default=5, ge=1)
+    refusal_loop_window_h: float = Field(default=1.0, gt=0, le=24 * 365)
 
 
 class LoggingPolicy(_Strict):
@@ -205,20 +209,42 @@ def file_hash(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()[:HASH_LENGTH]
 
 
+#: The C YAML loader when PyYAML was built with libyaml (several times faster), else Python's.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: Validated protocols by full content hash: every heartbeat reads the file (so an edit
+#: takes effect at the next heartbeat) but parses it only when its content changed.
+_PARSED: dict[str, Protocols] = {}
+_PARSED_KEEP = 8
+
+
 def load_protocols(directory: Path) -> LoadedProtocols:
     """Read and validate ``<directory>/fleet.yaml``; any problem is one :class:`ProtocolError`."""
     path = protocols_path(directory)
     content = _read(path)
-    data = _parse(path, content)
+    digest = hashlib.sha256(content).hexdigest()
+    protocols = _PARSED.get(digest)
+    if protocols is None:
+        protocols = _validate(path, _parse(path, content))
+        if len(_PARSED) >= _PARSED_KEEP:
+            _PARSED.pop(next(iter(_PARSED)))  # the oldest content seen
+        _PARSED[digest] = protocols
+    return LoadedProtocols(protocols, protocols.version, digest[:HASH_LENGTH], path)
+
+
+def _validate(path: Path, data: dict[str, Any]) -> Protocols:
     try:
-        protocols = Protocols.model_validate(data)
+        return Protocols.model_validate(data)
     except ValidationError as exc:
         raise ProtocolError(str(path), [_problem(error) for error in exc.errors()]) from None
-    return LoadedProtocols(protocols, protocols.version, file_hash(content), path)
 
 
 def _read(path: Path) -> bytes:
     try:
+        size = path.stat().st_size
+        if size > MAX_PROTOCOLS_BYTES:  # checked before reading: a huge file is never parsed
+            limit = MAX_PROTOCOLS_BYTES // 1024
+            raise ProtocolError(str(path), [f"the file is {size:,} bytes; the limit is {limit:,} KiB"])
         return path.read_bytes()
     except FileNotFoundError:
         raise ProtocolError(str(path), ["file not found (check FLEET_PROTOCOLS_DIR)"]) from None
@@ -228,7 +254,7 @@ def _read(path: Path) -> bytes:
 
 def _parse(path: Path, content: bytes) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(content)
+        data = yaml.load(content, Loader=_LOADER)  # noqa: S506 (a safe loader, C or Python)
     except yaml.YAMLError as exc:
         raise ProtocolError(str(path), [f"not valid YAML: {_yaml_problem(exc)}"]) from None
     if not isinstance(data, dict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +26,7 @@ from pymongo.database import Database
 from fleet import audit
 from fleet.agents import Registry, load_registry, resolve_handler
 from fleet.board import Board, Task
-from fleet.constants import BETS, HEARTBEATS, REFUSALS, TASKS, TRANSITIONS
+from fleet.constants import BETS, HEARTBEATS, HOLDS, REFUSALS, TASKS, TRANSITIONS
 from fleet.errors import (
     BrokerUnavailable,
     CorruptBet,
@@ -35,6 +36,7 @@ from fleet.errors import (
     first_line,
 )
 from fleet.ledger import Enforcer
+from fleet.ledger.holds import Hold, Holds
 from fleet.ledger.records import parse_projection
 from fleet.pipeline import Pipeline, load_pipeline
 from fleet.protocols import LoadedProtocols, load_protocols
@@ -50,6 +52,8 @@ T = TypeVar("T")
 
 #: How far back ``fleet status`` looks for the peak of concurrent heartbeats.
 PEAK_WINDOW = timedelta(hours=24)
+#: How far back ``fleet status`` counts refusals per agent and move.
+REFUSED_MOVES_WINDOW = timedelta(hours=1)
 #: How many of the newest refusals ``fleet status`` lists.
 LATEST_REFUSALS = 5
 #: Who an operator's actions are recorded as (board closes, filed audit tasks, seeded bets).
@@ -187,6 +191,40 @@ def refusal_summary(db: Database[Doc], enforcer: Enforcer, limit: int) -> Refusa
     with reading(REFUSALS):
         total = db[REFUSALS].count_documents({})
     return RefusalSummary(total=total, latest=enforcer.refusals(limit=limit))
+
+
+class RefusedMove(_Model):
+    """Refusals of one agent for one move in a recent window, and the items held back from it."""
+
+    agent: str
+    move: str
+    refusals: int
+    bets: int
+    held: int
+
+
+def refused_moves(db: Database[Doc], since: datetime) -> list[RefusedMove]:
+    """Refusals per agent and attempted move since ``since`` (most refused first), with holds."""
+    per: dict[tuple[str, str], Counter[str]] = {}
+    for doc in _find(db, REFUSALS, {"at": {"$gte": since}}, ["agent", "bet_id", "from_stage", "to_stage"]):
+        move = f"{doc.get('from_stage') or '(new)'} -> {doc.get('to_stage')}"
+        per.setdefault((str(doc.get("agent")), move), Counter())[str(doc.get("bet_id"))] += 1
+    held: Counter[tuple[str, str]] = Counter()
+    with reading(HOLDS):
+        for hold in Holds(db).every():
+            held[(hold.agent, f"{hold.from_stage or '(new)'} -> {hold.to_stage}")] += 1
+    rows = [
+        RefusedMove(
+            agent=agent, move=move, refusals=sum(c.values()), bets=len(c), held=held.get((agent, move), 0)
+        )
+        for (agent, move), c in per.items()
+    ]
+    rows += [
+        RefusedMove(agent=agent, move=move, refusals=0, bets=0, held=n)
+        for (agent, move), n in held.items()
+        if (agent, move) not in per
+    ]
+    return sorted(rows, key=lambda r: (-r.refusals, -r.held, r.agent, r.move))
 
 
 # --- heartbeats -------------------------------------------------------------------------
@@ -335,6 +373,11 @@ class TimelineEntry(_Model):
     evidence: dict[str, Any]
 
 
+def _holds_of(db: Database[Doc], bet_id: str) -> list[Hold]:
+    with reading(HOLDS):
+        return Holds(db).of_bet(bet_id)
+
+
 class BetTimeline(_Model):
     """A bet's current state (from its last record), its transitions, touches and refusals."""
 
@@ -348,6 +391,7 @@ class BetTimeline(_Model):
     transitions: list[TimelineEntry]
     touches: list[dict[str, Any]]
     refusals: list[dict[str, Any]]
+    holds: list[dict[str, Any]] = []
 
 
 def bet_timeline(db: Database[Doc], enforcer: Enforcer, bet_id: str, refusals: int = 50) -> BetTimeline:
@@ -368,6 +412,7 @@ def bet_timeline(db: Database[Doc], enforcer: Enforcer, bet_id: str, refusals: i
         transitions=[TimelineEntry.model_validate(r.model_dump()) for r in records],
         touches=touches,
         refusals=enforcer.refusals(bet_id, refusals),
+        holds=[asdict(hold) for hold in _holds_of(db, bet_id) if hold.seq == last.seq],
     )
 
 
@@ -472,6 +517,7 @@ class AuditReport(_Model):
     protocol_hash: str
     drift: list[audit.Finding]
     stranded: list[audit.Finding]
+    loops: list[audit.Finding] = []
 
 
 def audit_report(
@@ -483,6 +529,7 @@ def audit_report(
         protocol_hash=loaded.hash,
         drift=audit.drift_findings(registry, loaded, db, now),
         stranded=audit.stranded_findings(registry, loaded, db, now),
+        loops=audit.refusal_loop_findings(registry, loaded, db, now),
     )
 
 
@@ -498,6 +545,7 @@ class Status(_Model):
     stages: list[StageCount]
     throughput: Throughput
     refusals: RefusalSummary
+    refused_moves: list[RefusedMove] = []
     drift: int | None
     stranded: int | None
     audit_error: str | None
@@ -521,6 +569,7 @@ def status_report(
         stages=stages,
         throughput=throughput(db, minutes, now),
         refusals=refusals,
+        refused_moves=refused_moves(db, now - REFUSED_MOVES_WINDOW),
         drift=drift,
         stranded=stranded,
         audit_error=error,

@@ -7,9 +7,14 @@ Past the window (``FLEET_RETENTION_DAYS``, default 14) the ops watchdog
   expired by TTL indexes, see :mod:`fleet.store.indexes`);
 - failures older than the window, unless the bet is still at the seq they counted
   against (the stranded audit counts a live bet's failures at its current seq);
+- holds on a seq the bet has left (:mod:`fleet.ledger.holds`);
 - claim chains (every claim of one bet at one seq, so claim heads stay gap-free)
   whose newest claim is older than the window and whose bet has moved past that seq;
-- events of tasks done (closed) before the window (open tasks keep their whole history).
+- tasks done (closed) before the window, with their events (open tasks keep their whole
+  history; a dedupe key filed again later simply starts a new generation).
+
+Pruning keeps the collections the heartbeat reads (tasks, events, claims) bounded by the
+window on FerretDB, where every filter but ``_id`` reads the whole table.
 
 Every deletion is by ``_id`` in batches, after a read that decided it; a document
 that is needed by a live bet or an open task is never selected.
@@ -25,7 +30,7 @@ from typing import Any
 from pymongo.database import Database
 
 from fleet.board import TaskStatus
-from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, PROBES, REFUSALS, TASK_EVENTS, TASKS
+from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, HOLDS, PROBES, REFUSALS, TASK_EVENTS, TASKS
 from fleet.store import translated
 
 Doc = dict[str, Any]
@@ -58,9 +63,12 @@ def prune(db: Database[Doc], window: timedelta, now: datetime, *, dry_run: bool 
             REFUSALS: _older(db, REFUSALS, "at", cutoff),
             PROBES: _older(db, PROBES, "at", cutoff),
             FAILURES: _old_failures(db, cutoff, current),
+            HOLDS: _old_holds(db, cutoff, current),
             CLAIMS: _old_claim_chains(db, cutoff, current),
-            TASK_EVENTS: _old_closed_task_events(db, cutoff),
         }
+        closed = _closed_before(db, cutoff)
+        selections[TASK_EVENTS] = _events_of(db, closed)
+        selections[TASKS] = iter(closed)
         for collection, ids in selections.items():
             report.deleted[collection] = _delete(db, collection, list(ids), dry_run)
     return report
@@ -90,6 +98,14 @@ def _old_failures(db: Database[Doc], cutoff: datetime, current: dict[str, int]) 
             yield doc["_id"]
 
 
+def _old_holds(db: Database[Doc], cutoff: datetime, current: dict[str, int]) -> Iterator[Any]:
+    """Holds on a seq the bet has left (they can never apply again), taken before the window."""
+    for doc in db[HOLDS].find({}, {"bet_id": 1, "seq": 1, "at": 1}):
+        seq = current.get(str(doc.get("bet_id")))
+        if seq is not None and seq != doc.get("seq") and _before(doc.get("at"), cutoff):
+            yield doc["_id"]
+
+
 def _old_claim_chains(db: Database[Doc], cutoff: datetime, current: dict[str, int]) -> Iterator[Any]:
     chains: dict[tuple[str, Any], list[Doc]] = {}
     for doc in db[CLAIMS].find({}, {"bet_id": 1, "seq": 1, "claimed_at": 1}):
@@ -100,16 +116,21 @@ def _old_claim_chains(db: Database[Doc], cutoff: datetime, current: dict[str, in
             yield from (doc["_id"] for doc in docs)
 
 
-def _old_closed_task_events(db: Database[Doc], cutoff: datetime) -> Iterator[Any]:
-    closed = {
-        str(doc["_id"])
+def _closed_before(db: Database[Doc], cutoff: datetime) -> list[Any]:
+    """Ids of tasks done before ``cutoff`` (by their close, else their last update)."""
+    return [
+        doc["_id"]
         for doc in db[TASKS].find({"status": str(TaskStatus.DONE)}, {"updated_at": 1, "closed_at": 1})
         if _before(doc.get("closed_at") or doc.get("updated_at"), cutoff)
-    }
-    if not closed:
+    ]
+
+
+def _events_of(db: Database[Doc], task_ids: list[Any]) -> Iterator[Any]:
+    wanted = {str(task_id) for task_id in task_ids}
+    if not wanted:
         return
-    for doc in db[TASK_EVENTS].find({}, {"task_id": 1, "at": 1}):
-        if str(doc.get("task_id")) in closed and _before(doc.get("at"), cutoff):
+    for doc in db[TASK_EVENTS].find({}, {"task_id": 1}):
+        if str(doc.get("task_id")) in wanted:
             yield doc["_id"]
 
 

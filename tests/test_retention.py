@@ -83,6 +83,7 @@ def test_prune_deletes_what_is_old_and_unneeded_and_keeps_the_rest(db: Database[
     assert ids(db, CLAIMS) == {claim_key(stuck, 0, n) for n in range(3)}
     events = {doc["task_id"] for doc in db[TASK_EVENTS].find()}
     assert events == {aged["open"].task_id}
+    assert ids(db, TASKS) == {aged["open"].task_id}  # the open one stays, with its history
     assert db[TRANSITIONS].count_documents({}) == transitions  # the ledger is never pruned
     assert report.deleted == {
         HEARTBEATS: 1,
@@ -91,10 +92,14 @@ def test_prune_deletes_what_is_old_and_unneeded_and_keeps_the_rest(db: Database[
         FAILURES: 1,
         CLAIMS: 3,
         TASK_EVENTS: report.deleted[TASK_EVENTS],
+        TASKS: 1,
     }
     assert report.deleted[TASK_EVENTS] >= 2  # filed + closed
     enforcer = Enforcer(db, validate_pipeline(small(), "small"))
     assert enforcer.verify() == []
+    # And the closed task's key can be filed again: a new generation, open
+    task, new = Board(db).file(assignee="ops", origin="escalation", dedupe_key="k1", title="t", by="ceo")
+    assert new and task.is_open
 
 
 def test_a_dry_run_counts_the_same_and_deletes_nothing(db: Database[Document], aged) -> None:

@@ -527,3 +527,34 @@ def test_prune_refuses_a_bad_window_in_one_line(db: Database[Document], days: st
     ran = run_cli("prune", "--days", days)
     assert_one_line_error(ran)
     assert db[HEARTBEATS].count_documents({}) == 1
+
+
+def test_status_and_bet_show_refusals_per_move_and_held_items(
+    db: Database[Document], enforcer: Enforcer, registry: Registry
+) -> None:
+    from fleet.constants import HOLDS, REFUSALS
+    from fleet.ledger.holds import Hold
+
+    bet = enforcer.create_bet(registry.pipeline.creators[0], {"name": "x"})
+    now = enforcer.ledger.now()
+    for _ in range(3):
+        db[REFUSALS].insert_one(
+            {"bet_id": bet.bet_id, "agent": "someone", "from_stage": bet.stage, "to_stage": "elsewhere",
+             "expected_seq": 0, "reason": "illegal transition", "error": "IllegalTransition", "detail": "",
+             "heartbeat_id": None, "protocol_version": None, "protocol_hash": None, "at": now}
+        )  # fmt: skip
+    hold = Hold("someone", bet.bet_id, 0, bet.stage, "elsewhere", 3, "illegal transition", "f", "p", now)
+    db[HOLDS].insert_one(hold.doc())
+    status = invoke("status", "--json")
+    assert status.code == 0, status.text
+    [row] = status.json()["refused_moves"]
+    assert row == {
+        "agent": "someone",
+        "move": f"{bet.stage} -> elsewhere",
+        "refusals": 3,
+        "bets": 1,
+        "held": 1,
+    }
+    shown = invoke("bet", bet.bet_id)
+    assert shown.code == 0, shown.text
+    assert "held back from someone" in shown.out

@@ -256,3 +256,29 @@ def test_stamp_carries_version_and_hash() -> None:
     ledger = pytest.importorskip("fleet.ledger")
     loaded = load_protocols(SHIPPED)
     assert loaded.stamp == ledger.ProtocolStamp(version=loaded.version, hash=loaded.hash)
+
+
+def test_an_oversized_file_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    from fleet.constants import MAX_PROTOCOLS_BYTES
+
+    path = write(tmp_path, shipped_data())
+    with path.open("a") as out:
+        out.write("#" * MAX_PROTOCOLS_BYTES + "\n")  # valid YAML (a comment), just too big
+    with pytest.raises(ProtocolError) as caught:
+        load_protocols(tmp_path)
+    assert "limit" in str(caught.value) and str(path) in str(caught.value)
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_the_file_is_parsed_once_per_content_and_again_after_an_edit(tmp_path: Path) -> None:
+    from fleet import protocols as module
+
+    write(tmp_path, shipped_data())
+    first = load_protocols(tmp_path)
+    again = load_protocols(tmp_path)
+    assert again.protocols is first.protocols  # same bytes: the parsed model is reused
+    edited = {**shipped_data(), "version": "1.9"}
+    write(tmp_path, edited)
+    changed = load_protocols(tmp_path)
+    assert changed.version == "1.9" and changed.hash != first.hash
+    assert len(module._PARSED) <= module._PARSED_KEEP
