@@ -5,7 +5,7 @@ failing. A worker is SIGKILLed (with its children) every few seconds and replace
 Redis is restarted once, the store once. Then everything stops and the ledger is
 checked: no bet lost, every record on the map and by its owner, projections equal
 records, no live claim left, no bet created twice by a retried heartbeat. The figures
-are printed (``pytest -s``). ``FLEET_CHAOS_MINUTES`` sets the length (default 3).
+are printed (``pytest -s``). ``CHAOS_MINUTES`` sets the length (default 3).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def restart(stack: Stack, name: str) -> None:
 def test_the_fleet_loses_nothing_while_workers_redis_and_the_store_die(
     stack, db, redis, chaos_env, default_registry, beat, start_worker
 ) -> None:
-    minutes = float(os.environ.get("FLEET_CHAOS_MINUTES", "3"))
+    minutes = float(os.environ.get("CHAOS_MINUTES", "3"))
     registry = default_registry
     enforcer = Enforcer(db, registry.pipeline)
     creators = registry.pipeline.creators
@@ -158,6 +158,9 @@ def _figures(db, registry: Registry, seeded: list[str], kills: int, repaired: in
         if doc.get("heartbeat_id")
     )
     terminal = {stage.name for stage in registry.pipeline.stages if stage.terminal}
+    gate = next(t.owner for t in registry.pipeline.edges_from(registry.pipeline.initial_stage))
+    gate_runs = list(db[HEARTBEATS].find({"agent": gate}, {"status": 1, "actions": 1}))
+    gate_claimed = sum(run.get("actions", {}).get("claimed", 0) for run in gate_runs)
     return {
         "workers SIGKILLed": kills,
         "heartbeats run": sum(statuses.values()),
@@ -170,6 +173,9 @@ def _figures(db, registry: Registry, seeded: list[str], kills: int, repaired: in
         "bets at an unknown stage": sum(stage not in stages for stage in bets.values()),
         "bets terminal": sum(stage in terminal for stage in bets.values()),
         "bets per stage": dict(Counter(bets.values())),
+        f"first gate ({gate}) heartbeats / skipped / bets claimed": (
+            f"{len(gate_runs)} / {sum(run['status'] == 'skipped' for run in gate_runs)} / {gate_claimed}"
+        ),
         "projections repaired at the end": repaired,
         "live claims left": len(_live_claims(db)),
     }
