@@ -121,6 +121,7 @@ def test_the_fleet_loses_nothing_while_workers_redis_and_the_store_die(
     # When workers are SIGKILLed every few seconds, and Redis and the store restart once each
     rng = random.Random(7)
     kills, started, events = 0, time.monotonic(), {"redis": 1 / 3, "ferretdb": 2 / 3}
+    restarted: list[str] = []
     while (elapsed := time.monotonic() - started) < minutes * 60:
         time.sleep(KILL_EVERY_S)  # the chaos period itself, not a wait for a condition
         victim = alive.pop(rng.randrange(len(alive)))
@@ -131,6 +132,7 @@ def test_the_fleet_loses_nothing_while_workers_redis_and_the_store_die(
             if elapsed >= at * minutes * 60:
                 restart(stack, name)
                 del events[name]
+                restarted.append(name)
     for worker in alive:
         worker.stop()  # warm shutdown: running heartbeats finish
     # Then every lease a killed worker held lapses within one claim TTL
@@ -138,9 +140,10 @@ def test_the_fleet_loses_nothing_while_workers_redis_and_the_store_die(
     # And the ledger is whole
     repaired = enforcer.repair_all()
     violations = enforcer.verify()
-    figures = _figures(db, registry, seeded, kills, repaired)
+    figures = {"services restarted": restarted, **_figures(db, registry, seeded, kills, repaired)}
     print("\n" + "\n".join(f"{k}: {v}" for k, v in figures.items()))
     assert violations == [], violations[:5]
+    assert restarted == ["redis", "ferretdb"]
     assert figures["bets lost"] == 0
     assert figures["live claims left"] == 0
     assert figures["creating heartbeats over their quota"] == 0
