@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -193,3 +195,29 @@ def test_at_the_hard_limit_the_heartbeat_is_killed_recorded_and_its_leases_lapse
     taken_over = {"heartbeat_id": "hb-next"}
     wait_for(lambda: db[CLAIMS].count_documents(taken_over) == 4, 60, "the leases taken over")
     assert db[CLAIMS].count_documents({"n": 1}) == 4
+
+
+def pool_processes(worker) -> list[int]:
+    """The prefork pool processes of a worker (children of its main process)."""
+    found = subprocess.run(["pgrep", "-P", str(worker.proc.pid)], capture_output=True, text=True, check=False)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_a_pool_process_killed_mid_heartbeat_is_redelivered_at_once_and_resumes(
+    stack, db, runtime, make_bets, start_worker
+) -> None:
+    # Given a worker whose pool process is in the middle of a heartbeat, after its first commit
+    bets = make_bets(8, sleep_s=2)
+    worker = start_worker(queues="alpha", concurrency=1, **SHORT_LEASE)
+    sending_app().send_task("fleet.heartbeat", args=["checker"], queue="alpha", task_id="hb-lost")
+    wait_for(lambda: db[TRANSITIONS].count_documents({"from_stage": "new"}) >= 1, 60, "the first commit")
+    # When that process is SIGKILLed (OOM killer, a crash), the worker itself staying up
+    (child,) = pool_processes(worker)
+    os.kill(child, signal.SIGKILL)
+    # Then Celery requeues the message (task_reject_on_worker_lost), the copy waits for its own
+    # dead run's lease, takes its claims back and finishes every bet, each moved exactly once
+    done = wait_for(lambda: record(db, "hb-lost"), 90, "the redelivered heartbeat's record")
+    assert done["status"] == "ok", done
+    assert [runtime.enforcer.get(b.bet_id).stage for b in bets] == ["checked"] * 8
+    assert db[TRANSITIONS].count_documents({"from_stage": "new"}) == 8
+    assert runtime.enforcer.verify() == []
