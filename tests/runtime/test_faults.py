@@ -6,12 +6,14 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
 
 from fleet import services as svc
 from fleet.constants import AGENT_LOCK_KEY, CLAIMS, FAILURES, HEARTBEATS, TRANSITIONS
+from fleet.heartbeat import run_heartbeat
 
 from ..conftest import wait_for
 from .conftest import TEST_FLEET_ENV
@@ -220,4 +222,26 @@ def test_a_pool_process_killed_mid_heartbeat_is_redelivered_at_once_and_resumes(
     assert done["status"] == "ok", done
     assert [runtime.enforcer.get(b.bet_id).stage for b in bets] == ["checked"] * 8
     assert db[TRANSITIONS].count_documents({"from_stage": "new"}) == 8
+    assert runtime.enforcer.verify() == []
+
+
+def test_redis_down_for_longer_than_a_lease_counts_as_a_lost_lock(stack, db, runtime, make_bets) -> None:
+    # Given an in-process heartbeat on slow bets, with a 1.5 s agent-lock lease
+    make_bets(4, sleep_s=3)
+    runtime.settings = runtime.settings.model_copy(update={"lock_ttl_s": 1.5})
+    records = []
+    thread = threading.Thread(target=lambda: records.append(run_heartbeat(runtime, "checker")))
+    thread.start()
+    wait_for(lambda: db[CLAIMS].count_documents({}) == 4, 30, "the bets claimed")
+    # When Redis is down for longer than the lease (its renewals fail for a whole lease)
+    (service,) = [s for s in stack.services if s.name == "redis"]
+    svc.stop(service)
+    try:
+        thread.join(timeout=60)
+    finally:
+        svc.start_redis(service)
+    # Then the heartbeat stopped as if it had lost the lock, and says so; no bet moved twice
+    (done,) = records
+    assert done.status == "lock_lost", done.error
+    assert {bet["outcome"] for bet in done.bets} <= {"abandoned", "skipped", "advanced"}
     assert runtime.enforcer.verify() == []
