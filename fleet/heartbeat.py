@@ -187,7 +187,8 @@ def run_heartbeat(
     on_lost = partial(stop.set, LOCK_LOST)
     with agent_lock(runtime.redis, agent, lock_ttl, token=record.heartbeat_id, on_lost=on_lost) as lock:
         if not lock:
-            record.status, record.error = "skipped", "another heartbeat of this agent is running"
+            holder = f" ({lock.holder})" if lock.holder else ""
+            record.status, record.error = "skipped", f"another heartbeat of this agent is running{holder}"
         else:
             _run_stoppable(runtime, spec, record, debug, stop)
     _finish(runtime, record, overwrite=lock.acquired)

@@ -108,7 +108,8 @@ def test_a_lock_left_by_another_dead_heartbeat_is_skipped_until_its_lease_lapses
     key = AGENT_LOCK_KEY.format(agent="checker")
     runtime.redis.set(key, "hb-dead", px=1000)
     # When a heartbeat comes while the lease runs, Then it skips, naming the holder's lease
-    assert run_heartbeat(runtime, "checker").status == "skipped"
+    skipped = run_heartbeat(runtime, "checker")
+    assert skipped.status == "skipped" and "(hb-dead)" in skipped.error
     # And once the short lease lapsed (no renewer: its holder is dead), the next one runs
     wait_for(lambda: not runtime.redis.exists(key), 10, "the dead holder's lease to lapse")
     assert run_heartbeat(runtime, "checker").status == "ok"
