@@ -39,7 +39,7 @@ from fleet import services as svc
 from fleet.agents import Registry, get_registry
 from fleet.audit import file_findings
 from fleet.board import Board, Origin
-from fleet.constants import HEARTBEAT_TASK, MAX_RETENTION_DAYS, PROBE_TASK, PROBES
+from fleet.constants import HEARTBEAT_TASK, MAX_RETENTION_DAYS, MAX_SEED_BETS, PROBE_TASK, PROBES
 from fleet.errors import BadArgument, BrokerUnavailable, FleetError, first_line
 from fleet.flower import check_procfile
 from fleet.ledger import Enforcer
@@ -137,6 +137,11 @@ def section(title: str, body: RenderableType | None = None) -> RenderableType:
 def at_least_one(name: str, value: float) -> None:
     if value < 1:
         raise BadArgument(f"{name} must be at least 1, got {value:g}")
+
+
+def at_most(name: str, value: int, limit: int) -> None:
+    if value > limit:
+        raise BadArgument(f"{name} must be at most {limit}, got {value}")
 
 
 def positive(name: str, value: float) -> None:
@@ -633,6 +638,7 @@ def seed(
 ) -> None:
     """Create N demo bets in the initial stage, through a sourcing agent and the enforcer."""
     at_least_one("N", n)
+    at_most("N", n, MAX_SEED_BETS)
     creator = _creator(get_registry(), agent)
     ops = connect()
     stamp = load_protocols(ops.settings.protocols_dir).stamp

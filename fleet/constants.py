@@ -108,3 +108,7 @@ MAX_PROTOCOLS_BYTES: Final = 1024 * 1024
 
 #: Who answers for an agent spec that names no ``owner``: a person, not an agent.
 DEFAULT_SPEC_OWNER: Final = "operator"
+
+# --- limits on operator input -------------------------------------------------------
+#: Most bets one ``fleet seed`` creates: a typo (``fleet seed 1000000000``) must not run for hours.
+MAX_SEED_BETS: Final = 10_000
