@@ -245,3 +245,15 @@ def test_redis_down_for_longer_than_a_lease_counts_as_a_lost_lock(stack, db, run
     assert done.status == "lock_lost", done.error
     assert {bet["outcome"] for bet in done.bets} <= {"abandoned", "skipped", "advanced"}
     assert runtime.enforcer.verify() == []
+
+
+def test_an_agent_name_of_ten_thousand_characters_is_clipped_in_the_worker_log(
+    stack, db, start_worker
+) -> None:
+    worker = start_worker(queues="ops", **TEST_FLEET_ENV)
+    sent = sending_app().send_task("fleet.heartbeat", args=["x" * 10_000], queue="ops")
+    with pytest.raises(Exception, match="unknown agent"):
+        sent.get(timeout=60)
+    lines = worker.output().splitlines()
+    assert any("unknown agent" in line for line in lines)
+    assert max(len(line) for line in lines) < 2_000
