@@ -1,12 +1,15 @@
 """Celery beat's schedule, built from the agent specs: one staggered entry per agent.
 
-Loaded by ``fleet.celery_app`` into ``beat_schedule``; run exactly one beat
+Only beat builds it: the app names :class:`Scheduler` as ``beat_scheduler``, so
+workers, Flower and ``celery call`` never load it. Run exactly one beat
 (``celery -A fleet beat``), or every heartbeat runs twice.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from celery.beat import PersistentScheduler
 
 from fleet.agents import Registry
 from fleet.constants import HEARTBEAT_TASK
@@ -42,6 +45,19 @@ def build_beat_schedule(registry: Registry, day_seconds: float = DAY) -> dict[st
         }
         for spec in registry
     }
+
+
+class Scheduler(PersistentScheduler):  # type: ignore[misc]
+    """Celery's file-backed scheduler, with one entry per agent added when beat starts."""
+
+    def setup_schedule(self) -> None:
+        from fleet.agents import get_registry
+        from fleet.settings import get_settings
+
+        entries = build_beat_schedule(get_registry(), get_settings().day_seconds)
+        # Entries configured by hand in beat_schedule win over the generated ones.
+        self.app.conf.beat_schedule = {**entries, **(self.app.conf.beat_schedule or {})}
+        super().setup_schedule()
 
 
 def describe(registry: Registry) -> str:
