@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fleet.constants import DEFAULT_SPEC_OWNER
+from fleet.constants import DEFAULT_SPEC_OWNER, STOP_GRACE_S
 from fleet.errors import CatalogueError, HandlerImportError, UnknownAgent
 from fleet.external import CommandHandler, WebhookHandler
 from fleet.pipeline import NAME_PATTERN, Pipeline, load_object, load_pipeline
@@ -74,6 +74,12 @@ class AgentSpec(BaseModel):
     instructions: str | None = Field(default=None, min_length=1)
     #: Who answers for this spec: refusal-loop tasks about the agent are assigned to them.
     owner: str = Field(default=DEFAULT_SPEC_OWNER, pattern=NAME_PATTERN)
+
+    @property
+    def time_limits(self) -> tuple[float, float]:
+        """Celery's (soft, hard) limits for one heartbeat: the hard one is ``time_limit``."""
+        grace = min(STOP_GRACE_S, self.time_limit / 5)
+        return self.time_limit - grace, float(self.time_limit)
 
     @property
     def per_bet(self) -> bool:

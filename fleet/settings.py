@@ -17,9 +17,11 @@
 | FLEET_SIM_LATENCY_S    | 0.05                             | latency of one simulated lookup (demo handlers) |
 | FLEET_STORE_SQLITE_DIR | (the local FerretDB's data folder) | SQLite folder of the FerretDB in use, so fleet can index it; unset for MongoDB |
 | FLEET_RETENTION_DAYS   | 14                               | claims, heartbeats, refusals, failures, task events and probes older than this are pruned |
+| FLEET_LOCK_TTL_S       | 30                               | agent lock lease (s), renewed every third of it: a dead worker blocks its agent this long |
+| FLEET_CANCEL_ON_CONNECTION_LOSS | false                   | cut running heartbeats when the broker connection drops (Celery's ``worker_cancel_long_running_tasks_on_connection_loss``) |
 | FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
-| FLEET_FLOWER_PASSWORD  | fleet                            | Flower basic-auth password; change it outside a laptop |
+| FLEET_FLOWER_PASSWORD  | (none: Flower refuses to start; the demo uses ``fleet``) | Flower basic-auth password, read from the environment (never argv) |
 | FLEET_MCP_SECRET       | (unset: `fleet mcp` generates FLEET_HOME/mcp_secret) | HMAC key (32+ bytes) signing agent tokens; never logged or printed; set it when the fleet spans hosts |
 | FLEET_MCP_KEY_ID       | k1                               | id of the current signing key; change it with the secret to rotate (older tokens stop working) |
 | FLEET_MCP_HOST         | 127.0.0.1                        | address `fleet mcp` listens on (streamable HTTP) |
@@ -41,7 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleet.constants import MAX_PROTOCOLS_BYTES, MAX_RETENTION_DAYS, RETENTION_DAYS
+from fleet.constants import AGENT_LOCK_TTL_S, MAX_PROTOCOLS_BYTES, MAX_RETENTION_DAYS, RETENTION_DAYS
 from fleet.errors import SettingsError
 
 #: Ports of the local services the project starts itself (not the standard ones,
@@ -70,9 +72,11 @@ class Settings(BaseSettings):
     sim_latency_s: float = Field(default=0.05, ge=0.0, le=60.0)
     store_sqlite_dir: Path | None = None
     retention_days: float = Field(default=RETENTION_DAYS, gt=0, le=MAX_RETENTION_DAYS)
+    lock_ttl_s: float = Field(default=AGENT_LOCK_TTL_S, ge=1, le=600)
+    cancel_on_connection_loss: bool = False
     flower_port: int = Field(default=5555, gt=0, lt=65536)
     flower_user: str = "fleet"
-    flower_password: str = "fleet"
+    flower_password: str | None = None
     mcp_secret: SecretStr | None = None  # SecretStr: repr() and logs show ********
     mcp_key_id: str = Field(default="k1", min_length=1, max_length=64)
     mcp_host: str = "127.0.0.1"
