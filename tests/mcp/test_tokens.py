@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,19 +31,23 @@ def test_a_token_names_one_agent_its_heartbeat_and_its_scope(settings: Settings)
 
 
 @pytest.mark.parametrize(
-    ("token", "why"),
+    ("make", "why"),
     [
-        (raw_token({"sub": "a"}, secret="x" * 40), "bad signature"),
-        (raw_token({"sub": "a", "iat": 1, "exp": 2}), "expired"),
-        (raw_token({"sub": "a"}, kid="k0"), "rotated"),
-        (raw_token({"sub": ""}), "names no agent"),
-        ("not.a.token", "malformed"),
-        ("", "no bearer token"),
+        # Built when the test runs, not at collection: a token minted minutes earlier has expired.
+        (lambda: raw_token({"sub": "a"}, secret="x" * 40), "bad signature"),
+        (lambda: raw_token({"sub": "a", "iat": 1, "exp": 2}), "expired"),
+        (lambda: raw_token({"sub": "a"}, kid="k0"), "rotated"),
+        (lambda: raw_token({"sub": ""}), "names no agent"),
+        (lambda: "not.a.token", "malformed"),
+        (lambda: "", "no bearer token"),
     ],
+    ids=["bad-signature", "expired", "rotated", "no-agent", "malformed", "empty"],
 )
-def test_bad_tokens_are_rejected_with_the_reason(settings: Settings, token: str, why: str) -> None:
+def test_bad_tokens_are_rejected_with_the_reason(
+    settings: Settings, make: Callable[[], str], why: str
+) -> None:
     with pytest.raises(TokenRejected, match=why):
-        verify(settings, token)
+        verify(settings, make())
 
 
 def test_rotating_the_key_id_retires_every_older_token(settings: Settings) -> None:
