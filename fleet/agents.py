@@ -69,6 +69,8 @@ class AgentSpec(BaseModel):
     handler: str = Field(pattern=r"^[\w.]+:\w+$")
     #: Who answers for this spec: refusal-loop tasks about the agent are assigned to them.
     owner: str = Field(default=DEFAULT_SPEC_OWNER, pattern=NAME_PATTERN)
+    #: Run an extra heartbeat when a bet arrives at a stage it polls (see fleet.wake).
+    wake: bool = True
 
     @property
     def per_bet(self) -> bool:

@@ -82,10 +82,17 @@ SQLITE_ID_INDEX: Final = "_fleet_id"
 # --- Redis keys -------------------------------------------------------------------
 #: One heartbeat per agent at a time across all workers.
 AGENT_LOCK_KEY: Final = "fleet:lock:agent:{agent}"
+#: Heartbeats running or woken and not started yet, fleet-wide: a sorted set, member -> expiry (epoch s).
+RUNNING_HEARTBEATS_KEY: Final = "fleet:heartbeats:running"
+#: Present while an agent was woken less than the minimum gap ago (coalesces a burst of arrivals).
+WAKE_GAP_KEY: Final = "fleet:wake:gap:{agent}"
+#: Set when a bet arrived while the agent was running: it is woken again when that heartbeat ends.
+WAKE_AGAIN_KEY: Final = "fleet:wake:again:{agent}"
 
 # --- Celery -----------------------------------------------------------------------
 HEARTBEAT_TASK: Final = "fleet.heartbeat"
-HEARTBEAT_REASONS: Final = ("scheduled", "adhoc")
+#: "wake": sent by fleet.wake when a bet arrives at a stage the agent polls.
+HEARTBEAT_REASONS: Final = ("scheduled", "adhoc", "wake")
 PROBE_TASK: Final = "fleet.probe"
 #: Queue of every task that is not a heartbeat (probes), and of heartbeats for unknown agents.
 OPS_QUEUE: Final = "ops"

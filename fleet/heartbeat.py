@@ -26,7 +26,7 @@ import redis
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from fleet import logs
+from fleet import logs, wake
 from fleet.agents import AgentSpec, Registry, get_registry, resolve_handler, spec_fingerprint
 from fleet.board import Board, Task
 from fleet.constants import HEARTBEATS
@@ -385,6 +385,7 @@ def _commit(runtime: Runtime, ctx: HeartbeatContext, bet: Bet, decision: Any) ->
         stamp=ctx.protocols.stamp,
         view=bet,
     )
+    wake.on_arrival(runtime, moved.stage)  # the next owner runs now, not at its next slot
     edge = runtime.registry.pipeline.edge(bet.stage, moved.stage)
     kind = OUTCOME_BY_KIND[edge.kind] if edge else "advanced"
     ctx.log(kind, bet=bet.bet_id, to=moved.stage, verdict=decision.verdict)

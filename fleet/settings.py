@@ -15,6 +15,10 @@
 | FLEET_SIM_LATENCY_S    | 0.05                             | latency of one simulated lookup (demo handlers) |
 | FLEET_STORE_SQLITE_DIR | (the local FerretDB's data folder) | SQLite folder of the FerretDB in use, so fleet can index it; unset for MongoDB |
 | FLEET_RETENTION_DAYS   | 14                               | claims, heartbeats, refusals, failures, task events and probes older than this are pruned |
+| FLEET_WAKE            | true                             | wake an agent when a bet arrives at a stage it polls (fleet-wide switch) |
+| FLEET_WAKE_MIN_GAP_S   | 1.0                              | at most one wake per agent per this many seconds (coalesces bursts) |
+| FLEET_WAKE_MAX_CONCURRENT | 8                             | no wake is sent while this many heartbeats run or wait to start, fleet-wide |
+| FLEET_WAKE_EXPIRES_S   | 60                               | a wake not started within this long is dropped (the schedule still runs) |
 | FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
 | FLEET_FLOWER_PASSWORD  | fleet                            | Flower basic-auth password; change it outside a laptop |
@@ -56,6 +60,10 @@ class Settings(BaseSettings):
     sim_latency_s: float = Field(default=0.05, ge=0.0, le=60.0)
     store_sqlite_dir: Path | None = None
     retention_days: float = Field(default=RETENTION_DAYS, gt=0, le=MAX_RETENTION_DAYS)
+    wake: bool = True
+    wake_min_gap_s: float = Field(default=1.0, ge=0.0, le=3600.0)
+    wake_max_concurrent: int = Field(default=8, ge=1, le=10000)
+    wake_expires_s: float = Field(default=60.0, ge=1.0, le=86400.0)
     flower_port: int = Field(default=5555, gt=0, lt=65536)
     flower_user: str = "fleet"
     flower_password: str = "fleet"

@@ -1,4 +1,4 @@
-"""``fleet.heartbeat(agent, reason="scheduled"|"adhoc", debug=False)``: one task for every agent.
+"""``fleet.heartbeat(agent, reason="scheduled"|"adhoc"|"wake", debug=False)``: one task for every agent.
 
 Sent by beat, by ``fleet trigger`` and by ``celery -A fleet call fleet.heartbeat
 --args='["agent"]'``; the router puts it on the agent's queue either way.
@@ -7,12 +7,13 @@ Sent by beat, by ``fleet trigger`` and by ``celery -A fleet call fleet.heartbeat
 from __future__ import annotations
 
 import inspect
+import uuid
 from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from fleet import celery_app
+from fleet import celery_app, wake
 from fleet.constants import HEARTBEAT_REASONS, HEARTBEAT_TASK
 from fleet.errors import TRANSIENT_ERRORS, BadTaskArguments, ConfigError, UnknownAgent
 from fleet.heartbeat import get_runtime, run_heartbeat
@@ -88,11 +89,14 @@ def heartbeat(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Run one heartbeat and return its compact record."""
     agent, reason, debug = parse_arguments(args, kwargs)
     runtime = get_runtime()
-    runtime.registry.require(agent)
+    spec = runtime.registry.require(agent)
+    heartbeat_id = self.request.id or uuid.uuid4().hex
     try:
-        record = run_heartbeat(runtime, agent, reason, debug, heartbeat_id=self.request.id)
+        with wake.tracked(runtime, agent, heartbeat_id, reason, spec.time_limit):
+            record = run_heartbeat(runtime, agent, reason, debug, heartbeat_id=heartbeat_id)
     except SoftTimeLimitExceeded:
         raise  # claims expire on their own; the next heartbeat takes the bets over
+    wake.after_heartbeat(runtime, record)
     return {
         "agent": record.agent,
         "status": record.status,
