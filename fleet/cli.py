@@ -41,6 +41,7 @@ from fleet.audit import file_findings
 from fleet.board import Board, Origin
 from fleet.constants import HEARTBEAT_TASK, MAX_RETENTION_DAYS, PROBE_TASK, PROBES
 from fleet.errors import BadArgument, BrokerUnavailable, FleetError, first_line
+from fleet.handoff import HANDOFF_WINDOW_H, Handoff
 from fleet.ledger import Enforcer
 from fleet.logs import format_actions
 from fleet.protocols import load_protocols
@@ -251,7 +252,17 @@ def status_view(s: report.Status) -> RenderableType:
     ]
     grid = Table.grid(padding=(0, 4))
     grid.add_row(_stages_view(s.stages), Group(_throughput_view(s.throughput), _queues_view(s.queues)))
-    return Group(*lines, "", grid, _refused_moves_view(s.refused_moves), _refusals_view(s.refusals))
+    moves = _refused_moves_view(s.refused_moves)
+    return Group(*lines, "", grid, handoff_view(s.handoffs), moves, _refusals_view(s.refusals))
+
+
+def handoff_view(rows: Iterable[Handoff]) -> RenderableType:
+    """Handoff latency per stage and agent: arrival at a stage to the owner's pickup."""
+    title = f"handoff latency (arrival -> pickup), last {HANDOFF_WINDOW_H:g} h"
+    view = table("stage", "agent", "bets", "median s", "p95 s", "max s")
+    for r in rows:
+        add(view, r.stage, r.agent, str(r.bets), f"{r.median_s:.2f}", f"{r.p95_s:.2f}", f"{r.max_s:.2f}")
+    return section(title, view) if view.row_count else section(f"{title}: none")
 
 
 def _stages_view(stages: Iterable[report.StageCount]) -> RenderableType:

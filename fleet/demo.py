@@ -33,6 +33,7 @@ from fleet import services as svc
 from fleet.agents import Registry, get_registry
 from fleet.constants import HEARTBEATS, REFUSALS, TRANSITIONS
 from fleet.errors import TransitionRefused
+from fleet.handoff import handoffs
 from fleet.ledger import Enforcer
 from fleet.logs import format_actions
 from fleet.schedule import load_report, peak_running
@@ -206,7 +207,21 @@ def summary(db: Database[Document], registry: Registry, settings: Settings, refu
         *_audit_lines(db, registry, settings),
         f"Flower was at http://127.0.0.1:{settings.flower_port} (user {settings.flower_user})",
     ]
-    return Group(_stage_table(db, registry), agents, Panel("\n".join(lines), title="Summary"))
+    return Group(
+        _stage_table(db, registry), agents, _handoff_table(db), Panel("\n".join(lines), title="Summary")
+    )
+
+
+def _handoff_table(db: Database[Document]) -> Table:
+    """Handoff latency per stage over the whole demo, next to the peak in the summary."""
+    view = Table(
+        "stage", "agent", "bets", "median s", "p95 s", "max s", title="Handoff latency (arrival -> pickup)"
+    )
+    for row in handoffs(db, datetime(1970, 1, 1, tzinfo=UTC)):
+        view.add_row(
+            row.stage, row.agent, str(row.bets), f"{row.median_s:.2f}", f"{row.p95_s:.2f}", f"{row.max_s:.2f}"
+        )
+    return view
 
 
 def _audit_lines(db: Database[Document], registry: Registry, settings: Settings) -> list[str]:

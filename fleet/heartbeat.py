@@ -26,7 +26,7 @@ import redis
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from fleet import logs, wake
+from fleet import handoff, logs, wake
 from fleet.agents import AgentSpec, Registry, get_registry, resolve_handler, spec_fingerprint
 from fleet.board import Board, Task
 from fleet.constants import HEARTBEATS
@@ -251,6 +251,7 @@ def _run_per_bet(
     try:
         with _renewing(claims, ttl):
             batch = list(_claim_batch(ctx, claims, candidates, record))
+            picked = handoff.picked_up(batch, ctx.now)  # pickup time: the batch was just claimed
             futures = [
                 runtime.bet_pool.submit(_process_in_time, runtime, ctx, handler, bet, deadline)
                 for bet in batch
@@ -258,7 +259,7 @@ def _run_per_bet(
             wait(futures)  # every bet finishes (or fails) before the claims are released
             for future in futures:
                 outcome = future.result()  # re-raises an infrastructure error: Celery retries
-                record.bets.append(outcome)
+                record.bets.append({**outcome, **picked.get(outcome["bet_id"], {})})
                 ctx.count(outcome["outcome"])
     finally:
         # Only once the renewer has stopped: on FerretDB a renewal racing a release writes the

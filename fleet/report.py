@@ -35,6 +35,7 @@ from fleet.errors import (
     UnknownStage,
     first_line,
 )
+from fleet.handoff import HANDOFF_WINDOW_H, Handoff, handoffs
 from fleet.ledger import Enforcer
 from fleet.ledger.holds import Hold, Holds
 from fleet.ledger.records import parse_projection
@@ -552,6 +553,7 @@ class Status(_Model):
     open_tasks: int
     queues: dict[str, int]
     peak: Peak
+    handoffs: list[Handoff] = []
 
 
 def status_report(
@@ -576,6 +578,7 @@ def status_report(
         open_tasks=len(Board(db).open_tasks()),
         queues=queue_depths(client, queue_names(registry)),
         peak=peak_concurrency(db, now - PEAK_WINDOW),
+        handoffs=handoffs(db, now - timedelta(hours=HANDOFF_WINDOW_H)),
     )
 
 
