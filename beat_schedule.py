@@ -1,7 +1,7 @@
 """Celery beat's schedule, built from the agent specs: one staggered entry per agent.
 
-Loaded by ``fleet.celery_app`` into ``beat_schedule``; run exactly one beat
-(``celery -A fleet beat``), or every heartbeat runs twice.
+Loaded by ``fleet.celery_app`` into ``beat_schedule``. Any number of ``celery -A fleet beat``
+may run: ``fleet.beat.SingletonScheduler`` lets one send while the others stand by.
 """
 
 from __future__ import annotations

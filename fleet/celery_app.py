@@ -66,6 +66,8 @@ def _config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": TASK_TIME_LIMIT,
         "task_soft_time_limit": TASK_TIME_LIMIT - 30,
         "beat_schedule": _beat_schedule(settings),
+        # Several beats may run: one is active, the others stand by (fleet.beat).
+        "beat_scheduler": "fleet.beat:SingletonScheduler",
         # Compressed-time demos need beat to wake more often than every 5 minutes.
         "beat_max_loop_interval": min(300.0, settings.day_seconds / 24 / 60 * 5),
     }

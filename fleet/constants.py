@@ -82,6 +82,10 @@ SQLITE_ID_INDEX: Final = "_fleet_id"
 # --- Redis keys -------------------------------------------------------------------
 #: One heartbeat per agent at a time across all workers.
 AGENT_LOCK_KEY: Final = "fleet:lock:agent:{agent}"
+#: Held by the one active beat (fleet.beat); a standby beat ticks only once it takes it.
+BEAT_LOCK_KEY: Final = "fleet:beat:lock"
+#: Set when a beat sends an entry for one slot (epoch ms), so no slot is sent twice across beats.
+BEAT_SENT_KEY: Final = "fleet:beat:sent:{entry}:{slot}"
 #: Heartbeats running or woken and not started yet, fleet-wide: a sorted set, member -> expiry (epoch s).
 RUNNING_HEARTBEATS_KEY: Final = "fleet:heartbeats:running"
 #: Present while an agent was woken less than the minimum gap ago (coalesces a burst of arrivals).

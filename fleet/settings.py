@@ -19,6 +19,7 @@
 | FLEET_WAKE_MIN_GAP_S   | 1.0                              | at most one wake per agent per this many seconds (coalesces bursts) |
 | FLEET_WAKE_MAX_CONCURRENT | 8                             | no wake is sent while this many heartbeats run or wait to start, fleet-wide |
 | FLEET_WAKE_EXPIRES_S   | 60                               | a wake not started within this long is dropped (the schedule still runs) |
+| FLEET_BEAT_LOCK_TTL_S  | 10                               | a dead active beat's lock lapses after this long; a standby then takes over |
 | FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
 | FLEET_FLOWER_PASSWORD  | fleet                            | Flower basic-auth password; change it outside a laptop |
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     wake_min_gap_s: float = Field(default=1.0, ge=0.0, le=3600.0)
     wake_max_concurrent: int = Field(default=8, ge=1, le=10000)
     wake_expires_s: float = Field(default=60.0, ge=1.0, le=86400.0)
+    beat_lock_ttl_s: float = Field(default=10.0, ge=1.0, le=3600.0)
     flower_port: int = Field(default=5555, gt=0, lt=65536)
     flower_user: str = "fleet"
     flower_password: str = "fleet"
