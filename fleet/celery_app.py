@@ -23,7 +23,7 @@ VISIBILITY_TIMEOUT = 3 * 3600
 TASK_TIME_LIMIT = 3660
 
 #: Modules holding task definitions; workers import them at start.
-TASK_MODULES = ["tasks.heartbeat", "tasks.probe"]
+TASK_MODULES = ["tasks.heartbeat", "tasks.bet", "tasks.probe"]
 
 
 def make_app(settings: Settings | None = None) -> Celery:

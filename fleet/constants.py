@@ -86,6 +86,8 @@ AGENT_LOCK_KEY: Final = "fleet:lock:agent:{agent}"
 BEAT_LOCK_KEY: Final = "fleet:beat:lock"
 #: Set when a beat sends an entry for one slot (epoch ms), so no slot is sent twice across beats.
 BEAT_SENT_KEY: Final = "fleet:beat:sent:{entry}:{slot}"
+#: Bet tasks of one agent dispatched and not finished, fleet-wide: member task id -> expiry (epoch s).
+FANOUT_RUNNING_KEY: Final = "fleet:fanout:{agent}"
 #: Heartbeats running or woken and not started yet, fleet-wide: a sorted set, member -> expiry (epoch s).
 RUNNING_HEARTBEATS_KEY: Final = "fleet:heartbeats:running"
 #: Present while an agent was woken less than the minimum gap ago (coalesces a burst of arrivals).
@@ -97,6 +99,8 @@ WAKE_AGAIN_KEY: Final = "fleet:wake:again:{agent}"
 HEARTBEAT_TASK: Final = "fleet.heartbeat"
 #: "wake": sent by fleet.wake when a bet arrives at a stage the agent polls.
 HEARTBEAT_REASONS: Final = ("scheduled", "adhoc", "wake")
+#: One bet of a fanned-out heartbeat (fleet.fanout), on its agent's queue.
+BET_TASK: Final = "fleet.bet"
 PROBE_TASK: Final = "fleet.probe"
 #: Queue of every task that is not a heartbeat (probes), and of heartbeats for unknown agents.
 OPS_QUEUE: Final = "ops"

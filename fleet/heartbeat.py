@@ -26,7 +26,7 @@ import redis
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from fleet import handoff, logs, wake
+from fleet import fanout, handoff, logs, wake
 from fleet.agents import AgentSpec, Registry, get_registry, resolve_handler, spec_fingerprint
 from fleet.board import Board, Task
 from fleet.constants import HEARTBEATS
@@ -248,6 +248,8 @@ def _run_per_bet(
     ]
     if held:
         ctx.count("held", len(held))
+    if fanout.wanted(spec, len(candidates)):  # each bet its own task, on any worker of the queue
+        return fanout.dispatch(runtime, ctx, candidates, record)
     try:
         with _renewing(claims, ttl):
             batch = list(_claim_batch(ctx, claims, candidates, record))
