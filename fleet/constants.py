@@ -92,6 +92,8 @@ FANOUT_RUNNING_KEY: Final = "fleet:fanout:{agent}"
 RUNNING_HEARTBEATS_KEY: Final = "fleet:heartbeats:running"
 #: Present while an agent was woken less than the minimum gap ago (coalesces a burst of arrivals).
 WAKE_GAP_KEY: Final = "fleet:wake:gap:{agent}"
+#: Agents a full cap turned away: woken when a heartbeat ends and frees a slot.
+WAKE_WAITING_KEY: Final = "fleet:wake:waiting"
 #: Set when a bet arrived while the agent was running: it is woken again when that heartbeat ends.
 WAKE_AGAIN_KEY: Final = "fleet:wake:again:{agent}"
 

@@ -9,7 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from fleet import wake
-from fleet.constants import AGENT_LOCK_KEY, HEARTBEATS, RUNNING_HEARTBEATS_KEY, WAKE_AGAIN_KEY
+from fleet.constants import (
+    AGENT_LOCK_KEY,
+    HEARTBEATS,
+    RUNNING_HEARTBEATS_KEY,
+    WAKE_AGAIN_KEY,
+    WAKE_WAITING_KEY,
+)
 from fleet.errors import SettingsError
 from fleet.heartbeat import HeartbeatRecord, Runtime
 from fleet.settings import load_settings
@@ -40,7 +46,7 @@ def test_a_hundred_arrivals_send_one_wake(runtime, redis) -> None:
         outcomes = list(pool.map(lambda _: wake.on_arrival(runtime, "checked")["finisher"], range(100)))
     # Then exactly one wake heartbeat is queued for the finisher, the rest coalesced
     assert outcomes.count("sent") == 1
-    assert set(outcomes) <= {"sent", "pending", "gap"}
+    assert set(outcomes) <= {"sent", "pending"}
     messages = queued(redis, "beta")
     assert len(messages) == 1
     assert messages[0]["headers"]["task"] == "fleet.heartbeat"
@@ -64,6 +70,24 @@ def test_the_cap_holds_under_a_burst(runtime, redis) -> None:
         assert wake.running_count(redis) == 3
     # And finished heartbeats leave the count
     assert wake.running_count(redis) == 1
+    # And the agent turned away is woken once a heartbeat ends and frees a slot
+    assert redis.smembers(WAKE_WAITING_KEY) == {b"finisher"}
+    now = runtime.enforcer.ledger.now()
+    wake.after_heartbeat(runtime, HeartbeatRecord("hb-1", "x", "scheduled", now, "1.0"))
+    assert [arguments(m)[0] for m in queued(redis, "beta")] == [["finisher"]]
+    assert wake.running_count(redis) == 2 and not redis.smembers(WAKE_WAITING_KEY)
+
+
+def test_a_wake_inside_the_gap_is_delayed_not_dropped(runtime, redis) -> None:
+    # Given the finisher was woken and has run since (no wake pending), within the gap
+    with_settings(runtime, wake_min_gap_s=30)
+    assert wake.on_arrival(runtime, "checked") == {"finisher": "sent"}
+    redis.zrem(RUNNING_HEARTBEATS_KEY, wake.pending_member("finisher"))
+    # When another bet arrives
+    assert wake.on_arrival(runtime, "checked") == {"finisher": "delayed"}
+    # Then a second wake is queued, due at the end of the gap
+    etas = [message["headers"]["eta"] for message in queued(redis, "beta")]
+    assert len(etas) == 2 and sum(eta is not None for eta in etas) == 1
 
 
 def test_wakes_are_switched_off_fleet_wide_and_per_agent(runtime, registry, redis) -> None:
