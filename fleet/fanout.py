@@ -8,20 +8,24 @@ that queue processes it; smaller batches stay in-process, where they already run
 parallel. The polling heartbeat returns once it has dispatched, so the agent lock still
 allows one polling heartbeat at a time while the bets run anywhere.
 
-- **Claims** are taken by the dispatching heartbeat under each bet task's id; the task
-  takes its own lease back (like a redelivered heartbeat), renews it while it works and
-  releases it after. A task whose worker died stops renewing: the lease lapses and the
-  next heartbeat takes the bet over. The enforcer's sequence check keeps stages right.
-- **Fleet-wide concurrency per agent**: a Redis sorted set per agent counts dispatched
-  bet tasks not finished yet (scored with an expiry, so a killed task stops counting).
+- **In flight**: a Redis sorted set per agent holds each dispatched (bet, seq), scored with
+  an expiry: one claim TTL while queued, renewed by the running task. A heartbeat skips
+  the bets in it, and its size is the agent's fleet-wide concurrency (``fan_out``).
+- **Claims**: the bet task takes the store lease when it starts, renews it (and its
+  in-flight mark) while it works and releases it after. A task whose worker died stops
+  renewing: both lapse and the next heartbeat dispatches the bet again; a stale duplicate
+  task finds the lease taken and skips. The enforcer's sequence check keeps stages right.
 - **Records**: each bet task writes a part record (``reason="bet"``, ``parent`` = the
   heartbeat id); :func:`summary` sums a heartbeat's parts.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +36,7 @@ from fleet import handoff, logs
 from fleet.agents import resolve_handler
 from fleet.constants import BET_TASK, FANOUT_RUNNING_KEY, HEARTBEATS
 from fleet.context import HeartbeatContext
-from fleet.errors import CorruptBet, ProtocolError
+from fleet.errors import CorruptBet, LedgerUnavailable, ProtocolError
 from fleet.ledger import Bet
 from fleet.ledger.claims import Claims
 from fleet.protocols import load_protocols
@@ -58,45 +62,51 @@ def _now_s(client: redis.Redis) -> float:
     return float(seconds) + micros / 1e6
 
 
+def member(bet_id: str, seq: int) -> str:
+    """The agent's in-flight set member for one bet at one seq."""
+    return f"{bet_id}:{seq}"
+
+
 def free_slots(client: redis.Redis, spec: AgentSpec) -> int:
-    """How many more bets of ``spec`` may be dispatched now (its fleet-wide limit minus running)."""
+    """How many more bets of ``spec`` may be dispatched now (its fleet-wide limit minus in flight)."""
     key = FANOUT_RUNNING_KEY.format(agent=spec.name)
     client.zremrangebyscore(key, "-inf", _now_s(client))
     return max(spec.fan_out - int(client.zcard(key)), 0)
 
 
-def _expiry_s(spec: AgentSpec, ctx: HeartbeatContext) -> float:
-    """How long a dispatched bet counts against the limit at most: queue wait + work."""
-    return float(spec.time_limit + ctx.protocols.protocols.escalation.claim_ttl_s)
-
-
 def dispatch(
     runtime: Runtime, ctx: HeartbeatContext, candidates: list[Bet | CorruptBet], record: HeartbeatRecord
 ) -> None:
-    """Claim bets for their own tasks and send them; the record lists what was dispatched."""
-    spec = ctx.spec
-    ttl = timedelta(seconds=ctx.protocols.protocols.escalation.claim_ttl_s)
-    room = min(spec.batch_size, free_slots(runtime.redis, spec))
-    key = FANOUT_RUNNING_KEY.format(agent=spec.name)
+    """Send one bet task per candidate not in flight yet, within the agent's limit.
+
+    The dispatch itself writes only to Redis (one sorted-set member per bet, then the
+    message), so one heartbeat hands out hundreds of bets a second; the bet task takes
+    the store lease when it starts. A bet counts as in flight for one claim TTL while
+    queued, then while its task renews it: a dead task's bet is dispatched again after that.
+    """
+    spec, client = ctx.spec, runtime.redis
+    ttl_s = float(ctx.protocols.protocols.escalation.claim_ttl_s)
+    bets: list[Bet] = []
     for bet in candidates:
         if isinstance(bet, CorruptBet):
             ctx.count("corrupt")
             record.bets.append({"bet_id": bet.bet_id, "outcome": "corrupt", "error": bet.problem})
-            continue
-        if room <= 0:
-            break
+        else:
+            bets.append(bet)
+    room = min(spec.batch_size, free_slots(client, spec))
+    key = FANOUT_RUNNING_KEY.format(agent=spec.name)
+    in_flight = client.zmscore(key, [member(b.bet_id, b.seq) for b in bets]) if bets else []
+    chosen = [bet for bet, score in zip(bets, in_flight, strict=True) if score is None][:room]
+    if not chosen:
+        return
+    client.zadd(key, {member(b.bet_id, b.seq): _now_s(client) + ttl_s for b in chosen})
+    picked = handoff.picked_up(chosen, ctx.now)
+    for bet in chosen:
         task_id = uuid.uuid4().hex
-        if not Claims(runtime.db, spec.name, task_id, ttl).try_claim(bet.bet_id, bet.seq):
-            continue
-        room -= 1
-        runtime.redis.zadd(key, {task_id: _now_s(runtime.redis) + _expiry_s(spec, ctx)})
         _send(spec, bet, task_id, record.heartbeat_id)
-        picked = handoff.picked_up([bet], ctx.now)[bet.bet_id]
-        record.bets.append(
-            {"bet_id": bet.bet_id, "seq": bet.seq, "outcome": "dispatched", "task_id": task_id, **picked}
-        )
-        ctx.count("claimed")
-        ctx.count("dispatched")
+        entry = {"bet_id": bet.bet_id, "seq": bet.seq, "outcome": "dispatched", "task_id": task_id}
+        record.bets.append({**entry, **picked[bet.bet_id]})
+    ctx.count("dispatched", len(chosen))
 
 
 def _send(spec: AgentSpec, bet: Bet, task_id: str, parent: str) -> None:
@@ -132,7 +142,7 @@ def run_bet(
         else:
             _run_claimed(runtime, ctx, bet_id, seq, record)
     finally:
-        runtime.redis.zrem(FANOUT_RUNNING_KEY.format(agent=agent), task_id)
+        runtime.redis.zrem(FANOUT_RUNNING_KEY.format(agent=agent), member(bet_id, seq))
     record.finished_at = clock(runtime.db).now()
     logs.emit(record.line(), record.trace)
     write_record(runtime.db, {**record.to_doc(), "parent": parent})
@@ -142,7 +152,7 @@ def run_bet(
 def _run_claimed(
     runtime: Runtime, ctx: HeartbeatContext, bet_id: str, seq: int, record: HeartbeatRecord
 ) -> None:
-    from fleet.heartbeat import _process_bet, _renewing
+    from fleet.heartbeat import _process_bet
 
     ttl = timedelta(seconds=ctx.protocols.protocols.escalation.claim_ttl_s)
     claims = Claims(runtime.db, ctx.agent, record.heartbeat_id, ttl)
@@ -154,7 +164,7 @@ def _run_claimed(
         elif not claims.try_claim(bet_id, seq):  # our lease lapsed while queued and someone took it
             outcome.update(outcome="skipped", error="claimed elsewhere")
         else:
-            with _renewing(claims, ttl):
+            with _renewing(runtime, claims, ttl, member(bet_id, seq)):
                 outcome = _process_bet(runtime, ctx, resolve_handler(ctx.spec), bet)
     finally:
         # Only once the renewer has stopped (see fleet.heartbeat._run_per_bet).
@@ -163,6 +173,33 @@ def _run_claimed(
         ctx.count(str(outcome.get("outcome", "failed")))
         record.actions = dict(ctx.actions)
         record.trace = ctx.trace
+
+
+@contextmanager
+def _renewing(runtime: Runtime, claims: Claims, ttl: timedelta, in_flight: str) -> Iterator[None]:
+    """Renew the bet's lease and its in-flight mark every third of the TTL while the block runs."""
+    key = FANOUT_RUNNING_KEY.format(agent=claims.agent)
+    stop = threading.Event()
+
+    def renew() -> None:
+        # xx: only refresh a mark that exists (a finished bet's mark is never re-created).
+        with suppress(redis.RedisError):
+            runtime.redis.zadd(key, {in_flight: _now_s(runtime.redis) + ttl.total_seconds()}, xx=True)
+        with suppress(LedgerUnavailable):  # a missed renewal risks duplicate work, not a wrong stage
+            claims.renew()
+
+    def loop() -> None:
+        while not stop.wait(ttl.total_seconds() / 3):
+            renew()
+
+    renew()  # the mark set at dispatch covered the queue wait: restart it for the work
+    thread = threading.Thread(target=loop, name="fleet-bet-renewer", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _context(runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord) -> HeartbeatContext:

@@ -53,9 +53,11 @@ def test_a_big_batch_is_dispatched_as_bet_tasks_and_the_record_sums_the_parts(
     bets = make_bets(8)
     # When its heartbeat runs
     record = run_heartbeat(fan_runtime, "checker", "adhoc", heartbeat_id="hb-1")
-    # Then six bets are claimed and sent as their own tasks on the checker's queue, the rest wait
+    # Then six bets are sent as their own tasks on the checker's queue, the rest wait
     messages = bet_messages(redis)
-    assert record.actions == {"claimed": 6, "dispatched": 6} and len(messages) == 6
+    assert record.actions == {"dispatched": 6} and len(messages) == 6
+    # And a second heartbeat meanwhile sends none of them again (they are in flight; the limit is full)
+    assert run_heartbeat(fan_runtime, "checker", "adhoc").actions == {}
     assert fanout.free_slots(redis, fan_runtime.registry.require("checker")) == 0
     # When each bet task runs (here in-process, as a worker would)
     for task_id, (agent, bet_id, seq, parent) in messages:
@@ -63,7 +65,7 @@ def test_a_big_batch_is_dispatched_as_bet_tasks_and_the_record_sums_the_parts(
         assert part.status == "ok" and part.actions == {"advanced": 1}
     # Then each moved once, their leases are released, and the heartbeat's summary sums the parts
     assert sorted(moves_per_bet(db).values()) == [1] * 6
-    assert fanout.summary(db, "hb-1") == {"claimed": 6, "dispatched": 6, "parts_advanced": 6, "parts": 6}
+    assert fanout.summary(db, "hb-1") == {"dispatched": 6, "parts_advanced": 6, "parts": 6}
     assert db[CLAIMS].count_documents({"released_at": None}) == 0
     assert fanout.free_slots(redis, fan_runtime.registry.require("checker")) == 6
     assert fan_runtime.enforcer.verify() == []
