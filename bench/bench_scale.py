@@ -8,7 +8,8 @@ Figures, each measured in this run (metric names in ``METRICS``):
    releases the GIL, so one process keeps 8 bets in flight with one runtime (one store and
    one Redis connection pool) where prefork needs 8 processes, 8 runtimes and their memory
    for the same overlap; gevent would go further but needs pymongo, redis-py and fleet's
-   own threads monkey-patched.
+   own threads monkey-patched. ``drain_4_vs_1_io2s``: the same with 2 s of I/O per bet,
+   where the handlers' waiting, not the machine's CPU, is the limit.
 2. ``handoff_median_s_wake``, ``handoff_p95_s_wake``: N bets through six gates in a line
    (50 ms of I/O per bet per gate) with wake on arrival, started by one heartbeat of the
    first gate: seconds from a bet's arrival at stages s1..s5 to its owner's pickup.
@@ -32,6 +33,8 @@ from bench.stack import bench_stack, worker
 
 DRAIN_BETS = 200
 DRAIN_IO_S = 0.2
+#: The same drain with handlers that wait this long: the workers' CPU is no longer the limit.
+IO_BOUND_S = 2.0
 POOL = "threads"
 CONCURRENCY = 8
 WAKE_BETS = 30
@@ -50,6 +53,7 @@ METRICS = {
     "handoff_median_s_wake": "<= 1.0",
     "handoff_p95_s_wake": "<= 3.0",
     "peak_concurrent_wake": f"<= {WAKE_CAP}",
+    "drain_4_vs_1_io2s": ">= 3.2",
 }
 
 
@@ -93,12 +97,12 @@ def _until(
         time.sleep(0.1)  # poll: wait for the workers with a deadline
 
 
-def drain(env: dict[str, str], workers: int, logs: Path) -> float:
+def drain(env: dict[str, str], workers: int, logs: Path, io_s: float = DRAIN_IO_S) -> float:
     """Seconds for ``workers`` worker processes to move the whole backlog out of s0."""
-    db = _fresh(DRAIN_BETS, DRAIN_IO_S)
+    db = _fresh(DRAIN_BETS, io_s)
     with ExitStack() as stack:
         for n in range(workers):
-            log = logs / f"drain{workers}-{n}.log"
+            log = logs / f"drain{workers}-{n}-io{io_s:g}.log"
             stack.enter_context(worker("fleet", "bench", CONCURRENCY, env, log, pool=POOL))
         start = time.perf_counter()
         _send("drainer")
@@ -155,6 +159,11 @@ def run(names: set[str]) -> None:
                 if name in names:
                     detail = f"{rates[n]:.1f} bets/s with {n} workers vs {rates[1]:.1f} with 1"
                     publish(Metric(name, rates[n] / rates[1], METRICS[name], detail))
+        if "drain_4_vs_1_io2s" in names:
+            times = {n: drain(env, n, logs, IO_BOUND_S) for n in (1, 4)}
+            one, four = DRAIN_BETS / times[1], DRAIN_BETS / times[4]
+            detail = f"handler I/O {IO_BOUND_S:g} s: {four:.1f} bets/s with 4 workers vs {one:.1f} with 1"
+            publish(Metric("drain_4_vs_1_io2s", four / one, METRICS["drain_4_vs_1_io2s"], detail))
         if names & {"handoff_median_s_wake", "handoff_p95_s_wake", "peak_concurrent_wake"}:
             waits, peak, elapsed = _flow(env, logs, wake=True)
             polled, _, polled_elapsed = _flow(env, logs, wake=False)
