@@ -16,19 +16,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import redis
 from pymongo.database import Database
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from fleet import report
+from fleet import report, wake
 from fleet import services as svc
 from fleet.agents import Registry, get_registry
 from fleet.constants import HEARTBEATS, REFUSALS, TRANSITIONS
@@ -38,7 +39,7 @@ from fleet.ledger import Enforcer
 from fleet.logs import format_actions
 from fleet.schedule import load_report, peak_running
 from fleet.settings import Settings, get_settings, mask_url
-from fleet.store import Document, database, ensure_indexes, ping_mongo, ping_redis
+from fleet.store import Document, database, ensure_indexes, ping_mongo, ping_redis, redis_client
 
 console = Console()
 
@@ -257,6 +258,7 @@ def run_demo(options: DemoOptions) -> int:
         seed(enforcer, registry, options.bets)
         refusal = show_a_refusal(enforcer, registry)
         _start_processes(stack, settings, options, logs)
+        _wake_first_gates(settings, registry)
         _watch(db, registry, options)
         console.print(summary(db, registry, settings, refusal))
         console.print(f"logs: {logs}")
@@ -281,6 +283,19 @@ def _start_processes(stack: ExitStack, settings: Settings, options: DemoOptions,
         f"started beat, {len(DEMO_WORKERS)} workers and Flower (http://127.0.0.1:"
         f"{settings.flower_port}); logs in {logs}"
     )
+
+
+@dataclass
+class _Waker:
+    registry: Registry
+    settings: Settings
+    redis: redis.Redis
+
+
+def _wake_first_gates(settings: Settings, registry: Registry) -> None:
+    """The seeded bets arrived before any worker ran: wake the agents polling the first stage."""
+    with closing(redis_client(settings.broker_url)) as client:
+        wake.on_arrival(_Waker(registry, settings, client), registry.pipeline.initial_stage)
 
 
 def _watch(db: Database[Document], registry: Registry, options: DemoOptions) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import redis
 
@@ -36,8 +36,9 @@ from fleet.constants import (
 )
 
 if TYPE_CHECKING:
-    from fleet.agents import AgentSpec
-    from fleet.heartbeat import HeartbeatRecord, Runtime
+    from fleet.agents import AgentSpec, Registry
+    from fleet.heartbeat import HeartbeatRecord
+    from fleet.settings import Settings
 
 logger = logging.getLogger("fleet.wake")
 
@@ -70,6 +71,14 @@ return {'sent', 0}
 """
 
 
+class Waker(Protocol):
+    """What waking needs: the agents, the settings and Redis (a heartbeat's Runtime has them)."""
+
+    registry: Registry
+    settings: Settings
+    redis: redis.Redis
+
+
 def pending_member(agent: str) -> str:
     """The running set's member standing for a wake of ``agent`` not started yet."""
     return f"wake:{agent}"
@@ -80,17 +89,17 @@ def running_member(heartbeat_id: str) -> str:
     return f"hb:{heartbeat_id}"
 
 
-def pollers(runtime: Runtime, stage: str) -> list[AgentSpec]:
+def pollers(runtime: Waker, stage: str) -> list[AgentSpec]:
     """Agents that poll ``stage`` and accept wakes."""
     return [spec for spec in runtime.registry if stage in spec.polls and spec.wake]
 
 
-def on_arrival(runtime: Runtime, stage: str) -> dict[str, WakeOutcome]:
+def on_arrival(runtime: Waker, stage: str) -> dict[str, WakeOutcome]:
     """A bet reached ``stage``: wake the agents polling it (within the bounds). Never raises."""
     return {spec.name: wake(runtime, spec) for spec in pollers(runtime, stage)}
 
 
-def wake(runtime: Runtime, spec: AgentSpec) -> WakeOutcome:
+def wake(runtime: Waker, spec: AgentSpec) -> WakeOutcome:
     """Send one wake heartbeat for ``spec`` if coalescing and the cap allow it; say what happened."""
     settings = runtime.settings
     if not (settings.wake and spec.wake):
@@ -139,7 +148,7 @@ def running_count(client: redis.Redis) -> int:
 
 
 @contextmanager
-def tracked(runtime: Runtime, agent: str, heartbeat_id: str, reason: str, ttl_s: float) -> Iterator[None]:
+def tracked(runtime: Waker, agent: str, heartbeat_id: str, reason: str, ttl_s: float) -> Iterator[None]:
     """Count the heartbeat as running for the cap while the block runs (a woken one stops pending)."""
     client = runtime.redis
     try:
@@ -160,7 +169,7 @@ def tracked(runtime: Runtime, agent: str, heartbeat_id: str, reason: str, ttl_s:
             logger.warning("heartbeat %s still counted for the wake cap: %s", heartbeat_id, exc)
 
 
-def after_heartbeat(runtime: Runtime, record: HeartbeatRecord) -> None:
+def after_heartbeat(runtime: Waker, record: HeartbeatRecord) -> None:
     """After a heartbeat (its lock released and its slot freed): wake for the bets it created,
     itself if a bet arrived while it ran, and agents a full cap turned away."""
     if record.actions.get("created"):
