@@ -21,8 +21,9 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/fleet demo
 
-## test: the whole test suite against real Redis, FerretDB and Celery workers
+## test: the whole test suite against real Redis, FerretDB and Celery workers (and a headless chromium)
 test: setup
+	$(BIN)/fleet services install --browser
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -1,7 +1,9 @@
 """Celery beat's schedule, built from the agent specs: one staggered entry per agent.
 
-Loaded by ``fleet.celery_app`` into ``beat_schedule``. Any number of ``celery -A fleet beat``
-may run: ``fleet.beat.SingletonScheduler`` lets one send while the others stand by.
+Only beat builds it: the app names :class:`Scheduler` as ``beat_scheduler``, so
+workers, Flower and ``celery call`` never load it. Any number of ``celery -A fleet beat``
+may run: the scheduler is :class:`fleet.beat.SingletonScheduler`, so one sends while the
+others stand by.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.agents import Registry
+from fleet.beat import SingletonScheduler
 from fleet.constants import HEARTBEAT_TASK
 from fleet.schedule import DAY, load_report, peak_running, schedules
 
@@ -33,6 +36,19 @@ def build_beat_schedule(registry: Registry, day_seconds: float = DAY) -> dict[st
         }
         for spec in registry
     }
+
+
+class Scheduler(SingletonScheduler):
+    """The singleton file-backed scheduler, with one entry per agent added when beat starts."""
+
+    def setup_schedule(self) -> None:
+        from fleet.agents import get_registry
+        from fleet.settings import get_settings
+
+        entries = build_beat_schedule(get_registry(), get_settings().day_seconds)
+        # Entries configured by hand in beat_schedule win over the generated ones.
+        self.app.conf.beat_schedule = {**entries, **(self.app.conf.beat_schedule or {})}
+        super().setup_schedule()
 
 
 def describe(registry: Registry) -> str:

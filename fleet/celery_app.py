@@ -1,8 +1,9 @@
 """The Celery application: broker, queues, routing and every failure-handling choice.
 
 ``celery -A fleet worker|beat|flower|call|inspect`` finds this app through
-``fleet.app``. Settings come from :mod:`fleet.settings`; queue names come from
+:mod:`fleet.celery`. Settings come from :mod:`fleet.settings`; queue names come from
 the agent catalogue so a heartbeat lands in its agent's queue however it is sent.
+The beat schedule is not built here: only beat builds it (``beat_schedule.Scheduler``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ VISIBILITY_TIMEOUT = 3 * 3600
 
 #: Celery's hard limit for any task (s); the longest agent time limit is 3600.
 TASK_TIME_LIMIT = 3660
+
+#: Beat's scheduler: Celery's file-backed one, ticking only while it holds the fleet's beat lock
+#: (fleet.beat), plus the fleet's entries built when beat starts.
+BEAT_SCHEDULER = "beat_schedule:Scheduler"
 
 #: Modules holding task definitions; workers import them at start.
 TASK_MODULES = ["tasks.heartbeat", "tasks.bet", "tasks.probe"]
@@ -65,19 +70,11 @@ def _config(settings: Settings) -> dict[str, Any]:
         # Hard and soft limits above any agent's own (per-agent deadlines are enforced inside).
         "task_time_limit": TASK_TIME_LIMIT,
         "task_soft_time_limit": TASK_TIME_LIMIT - 30,
-        "beat_schedule": _beat_schedule(settings),
-        # Several beats may run: one is active, the others stand by (fleet.beat).
-        "beat_scheduler": "fleet.beat:SingletonScheduler",
+        # Only beat builds the per-agent schedule (workers, Flower and `celery call` never need it).
+        "beat_scheduler": BEAT_SCHEDULER,
         # Compressed-time demos need beat to wake more often than every 5 minutes.
         "beat_max_loop_interval": min(300.0, settings.day_seconds / 24 / 60 * 5),
     }
-
-
-def _beat_schedule(settings: Settings) -> dict[str, Any]:
-    from beat_schedule import build_beat_schedule
-    from fleet.agents import get_registry
-
-    return build_beat_schedule(get_registry(), settings.day_seconds)
 
 
 def _queue_names() -> list[str]:

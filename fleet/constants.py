@@ -107,11 +107,16 @@ PROBE_TASK: Final = "fleet.probe"
 #: Queue of every task that is not a heartbeat (probes), and of heartbeats for unknown agents.
 OPS_QUEUE: Final = "ops"
 
+# --- operators -------------------------------------------------------------------
+#: Who an operator's actions are recorded as (board closes, filed audit tasks, seeded items).
+OPERATOR: Final = "operator"
+
 # --- local services ---------------------------------------------------------------
 FERRETDB_MODULE: Final = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION: Final = "v1.24.2"
 
-#: Largest protocols file fleet reads (checked before parsing; a real one is a few KiB).
+#: Largest protocols file fleet reads (checked before parsing; a real one is a few KiB, and the
+#: cap keeps a mistaken file from costing every heartbeat seconds). FLEET_PROTOCOLS_MAX_BYTES overrides it.
 MAX_PROTOCOLS_BYTES: Final = 1024 * 1024
 
 #: Who answers for an agent spec that names no ``owner``: a person, not an agent.

@@ -1,7 +1,8 @@
 """``fleet demo``: the whole fleet live in the terminal, in compressed time, then a summary.
 
 It starts what it needs (the local Redis and FerretDB unless ``FLEET_*_URL``
-point elsewhere, Celery beat, two workers covering every queue, Flower), seeds
+point elsewhere, Celery beat, two workers covering every queue, Flower and the
+web console), seeds
 bets, shows the pipeline moving, and stops everything it started, on its own
 after ``--minutes`` or on Ctrl-C. It uses its own database (``<db>_demo``) and
 drops it first, so a demo never touches real ledger data.
@@ -29,7 +30,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from fleet import report, wake
+from fleet import queries, wake
 from fleet import services as svc
 from fleet.agents import Registry, get_registry
 from fleet.constants import HEARTBEATS, REFUSALS, TRANSITIONS
@@ -37,17 +38,26 @@ from fleet.errors import TransitionRefused
 from fleet.handoff import handoffs
 from fleet.ledger import Enforcer
 from fleet.logs import format_actions
+from fleet.pipeline import fill_seed_fields
+from fleet.routing import queue_names
 from fleet.schedule import load_report, peak_running
 from fleet.settings import Settings, get_settings, mask_url
 from fleet.store import Document, database, ensure_indexes, ping_mongo, ping_redis, redis_client
 
 console = Console()
 
-#: Which queues each demo worker serves: two workers cover the whole fleet on a laptop.
-DEMO_WORKERS = {
-    "pipeline": ("sourcing,validation,build,ads", 3),
-    "support": ("outreach,content,infra,ops", 2),
-}
+#: Processes of the two demo workers: one for the pipeline's queues, one for every other queue.
+DEMO_CONCURRENCY = {"pipeline": 3, "support": 2}
+
+
+def demo_workers(registry: Registry) -> dict[str, tuple[str, int]]:
+    """Two workers cover the whole fleet on a laptop: the queues of agents that move or create
+    items, and the rest (with ``ops``), each as ``(comma-separated queues, processes)``."""
+    movers = registry.pipeline.owners()
+    pipeline = sorted({spec.queue for spec in registry if spec.name in movers})
+    support = [q for q in queue_names(registry) if q not in pipeline]
+    groups = {"pipeline": pipeline, "support": support}
+    return {name: (",".join(queues), DEMO_CONCURRENCY[name]) for name, queues in groups.items() if queues}
 
 
 @dataclass(frozen=True)
@@ -75,10 +85,17 @@ def local_stack(settings: Settings) -> Iterator[None]:
 @contextmanager
 def celery_process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``celery -A fleet <args>`` in its own process group; stop it (TERM, then KILL) on exit."""
+    with python_process(["-m", "celery", "-A", "fleet", *args], log, env) as proc:
+        yield proc
+
+
+@contextmanager
+def python_process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``python <args>`` in its own process group; stop it (TERM, then KILL) on exit."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "fleet", *args],
+            [sys.executable, *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -88,7 +105,9 @@ def celery_process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[
         yield proc
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            # TERM to the main process only: a worker's warm shutdown lets running heartbeats
+            # finish; TERM to the whole group would kill its pool children mid-commit.
+            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -115,11 +134,11 @@ def reset_database(db: Database[Document]) -> None:
 
 
 def seed(enforcer: Enforcer, registry: Registry, n: int) -> None:
-    """Create ``n`` bets through the sourcing agents, round robin."""
+    """Create ``n`` items through the pipeline's creators, round robin, with its seed fields."""
     creators = registry.pipeline.creators
     for i in range(n):
         creator = creators[i % len(creators)]
-        enforcer.create_bet(creator, {"idea": f"demo idea {i + 1}", "source": creator})
+        enforcer.create_bet(creator, fill_seed_fields(registry.pipeline.seed_fields, i + 1))
 
 
 def show_a_refusal(enforcer: Enforcer, registry: Registry) -> str:
@@ -139,7 +158,7 @@ def show_a_refusal(enforcer: Enforcer, registry: Registry) -> str:
 
 
 def stage_counts(db: Database[Document], registry: Registry) -> dict[str, int]:
-    return {row.stage: row.count for row in report.bets_per_stage(db, registry.pipeline)}
+    return {row.stage: row.count for row in queries.bets_per_stage(db, registry.pipeline)}
 
 
 def totals(db: Database[Document]) -> dict[str, int]:
@@ -154,17 +173,18 @@ def totals(db: Database[Document]) -> dict[str, int]:
         "refused": db[REFUSALS].count_documents({}),
         "heartbeats": db[HEARTBEATS].count_documents({}),
         "retries": retries,
-        "peak": report.peak_concurrency(db).peak,
+        "peak": queries.peak_concurrency(db).peak,
     }
 
 
-def _latest_heartbeats(db: Database[Document], limit: int) -> list[report.HeartbeatSummary]:
+def _latest_heartbeats(db: Database[Document], limit: int) -> list[queries.HeartbeatSummary]:
     docs = db[HEARTBEATS].find({}, {"bets": 0, "trace": 0}).sort("finished_at", -1).limit(limit)
-    return [report.heartbeat_summary(doc) for doc in docs]
+    return [queries.heartbeat_summary(doc) for doc in docs]
 
 
 def _stage_table(db: Database[Document], registry: Registry) -> Table:
-    table = Table("stage", "bets", title="Bets per stage", min_width=30)
+    noun = registry.pipeline.noun
+    table = Table("stage", f"{noun}s", title=f"{noun}s per stage", min_width=30)
     for stage, n in stage_counts(db, registry).items():
         table.add_row(stage, str(n))
     return table
@@ -193,20 +213,22 @@ def render(db: Database[Document], registry: Registry, started: float, options: 
 
 def summary(db: Database[Document], registry: Registry, settings: Settings, refusal: str) -> Group:
     agents = Table("agent", "heartbeats", "last actions", title="Heartbeats per agent")
-    for row in report.heartbeats_per_agent(db, registry.names()):
+    for row in queries.heartbeats_per_agent(db, registry.names()):
         agents.add_row(row.agent, str(row.count), format_actions(row.last.actions) if row.last else "-")
     t = totals(db)
     computed = load_report(registry)
     naive = peak_running(load_report(registry, naive=True))
     lines = [
-        f"transitions {t['transitions']} (bets created {t['created']}), refused transitions"
-        f" {t['refused']}, external-call retries {t['retries']}, heartbeats {t['heartbeats']}",
+        f"transitions {t['transitions']} ({registry.pipeline.noun}s created {t['created']}),"
+        f" refused transitions {t['refused']}, external-call retries {t['retries']},"
+        f" heartbeats {t['heartbeats']}",
         f"peak concurrent heartbeats: observed {t['peak']}; computed for the schedule"
         f" {peak_running(computed)} (naive fixed intervals: {naive})",
         f"computed peak per hour: {' '.join(f'{h.hour:02d}h={h.peak_running}' for h in computed)}",
         f"the enforcer refused a rogue move: {refusal}",
         *_audit_lines(db, registry, settings),
-        f"Flower was at http://127.0.0.1:{settings.flower_port} (user {settings.flower_user})",
+        f"Flower was at http://127.0.0.1:{settings.flower_port} (user {settings.flower_user}),"
+        f" the web console at {settings.web_url} (user {settings.web_user})",
     ]
     return Group(
         _stage_table(db, registry), agents, _handoff_table(db), Panel("\n".join(lines), title="Summary")
@@ -234,7 +256,8 @@ def _audit_lines(db: Database[Document], registry: Registry, settings: Settings)
     drift = drift_findings(registry, loaded, db, now)
     stranded = stranded_findings(registry, loaded, db, now)
     open_tasks = db["tasks"].count_documents({"status": "open"})
-    return [f"drift findings {len(drift)}, stranded bets {len(stranded)}, open board tasks {open_tasks}"]
+    noun = registry.pipeline.noun
+    return [f"drift findings {len(drift)}, stranded {noun}s {len(stranded)}, open board tasks {open_tasks}"]
 
 
 # --- orchestration ----------------------------------------------------------------
@@ -255,6 +278,9 @@ def run_demo(options: DemoOptions) -> int:
         db = database(settings)
         reset_database(db)
         enforcer = Enforcer(db, registry.pipeline)
+        # Runs after every process below has stopped: a worker killed between a commit's two
+        # writes leaves a lagging projection, which the watchdog would roll forward; so do we.
+        stack.callback(enforcer.repair_all)
         seed(enforcer, registry, options.bets)
         refusal = show_a_refusal(enforcer, registry)
         _start_processes(stack, settings, options, logs)
@@ -267,7 +293,8 @@ def run_demo(options: DemoOptions) -> int:
 
 def _start_processes(stack: ExitStack, settings: Settings, options: DemoOptions, logs: Path) -> None:
     env = demo_env(settings, options)
-    for name, (queues, concurrency) in DEMO_WORKERS.items():
+    workers = demo_workers(get_registry())
+    for name, (queues, concurrency) in workers.items():
         args = ["worker", "-Q", queues, "-c", str(concurrency), "-n", f"{name}@%h", "-l", "INFO"]
         stack.enter_context(celery_process(args, logs / f"{name}.log", env))
     beat = ["beat", "-s", str(logs / "celerybeat-schedule"), "-l", "INFO"]
@@ -279,9 +306,11 @@ def _start_processes(stack: ExitStack, settings: Settings, options: DemoOptions,
         f"--basic-auth={settings.flower_user}:{settings.flower_password}",
     ]
     stack.enter_context(celery_process(flower, logs / "flower.log", env))
+    # The console reads its password from the environment it inherits, never from its arguments.
+    stack.enter_context(python_process(["-m", "fleet.web"], logs / "web.log", env))
     console.print(
-        f"started beat, {len(DEMO_WORKERS)} workers and Flower (http://127.0.0.1:"
-        f"{settings.flower_port}); logs in {logs}"
+        f"started beat, {len(workers)} workers, Flower ({settings.flower_url}) and the web console"
+        f" ({settings.web_url}, user {settings.web_user}); logs in {logs}"
     )
 
 

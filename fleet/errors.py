@@ -236,6 +236,17 @@ class CorruptTask(BoardError):
         self.problem = problem
 
 
+# --- the web console ---------------------------------------------------------------
+
+
+class WebConsoleError(ConfigError):
+    """The web console cannot start as configured (e.g. the default password off loopback)."""
+
+
+class CsrfRefused(FleetError):
+    """A form post without the page's anti-forgery token; nothing was changed."""
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """An exception as one short line: pymongo's and redis' messages run to kilobytes."""
     return (str(exc).splitlines() or [type(exc).__name__])[0][:limit]

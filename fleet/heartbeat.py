@@ -60,7 +60,9 @@ SOFT_DEADLINE_SHARE = 0.8
 #: A polling heartbeat reads this many candidates per claimable slot (some are claimed by others).
 CANDIDATE_FACTOR = 3
 
-OUTCOME_BY_KIND = {Kind.ADVANCE: "advanced", Kind.KILL: "killed", Kind.PARK: "parked", Kind.REVIVE: "revived"}
+#: Outcome (and counter) of a move by edge kind; kill and park moves are named by the stage they
+#: reach instead, so counters speak the pipeline's words (``rejected=2``, ``on_hold=1``).
+OUTCOME_BY_KIND = {Kind.ADVANCE: "advanced", Kind.REVIVE: "revived"}
 
 
 @dataclass
@@ -390,9 +392,14 @@ def _commit(runtime: Runtime, ctx: HeartbeatContext, bet: Bet, decision: Any) ->
     )
     wake.on_arrival(runtime, moved.stage)  # the next owner runs now, not at its next slot
     edge = runtime.registry.pipeline.edge(bet.stage, moved.stage)
-    kind = OUTCOME_BY_KIND[edge.kind] if edge else "advanced"
+    kind = move_outcome(edge.kind if edge else Kind.ADVANCE, moved.stage)
     ctx.log(kind, bet=bet.bet_id, to=moved.stage, verdict=decision.verdict)
     return {"outcome": kind, "to_stage": moved.stage, "verdict": decision.verdict}
+
+
+def move_outcome(kind: Kind, to_stage: str) -> str:
+    """What a heartbeat counts for a move: ``advanced``/``revived``, else the stage it reached."""
+    return OUTCOME_BY_KIND.get(kind, to_stage)
 
 
 def _failed(runtime: Runtime, ctx: HeartbeatContext, bet: Bet, error: str) -> dict[str, Any]:

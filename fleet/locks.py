@@ -65,3 +65,16 @@ def _renew(lock: Lock, every_s: float, stop: threading.Event) -> None:
             return  # it expired and may be someone else's: never touch it again
         except redis.RedisError:
             continue  # a blip: the next renewal still comes before the TTL runs out
+
+
+def held_locks(client: redis.Redis, agents: list[str]) -> dict[str, float]:
+    """The agents whose lock is held now, each with the seconds left on its TTL (read only)."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        for agent in agents:
+            pipe.pttl(AGENT_LOCK_KEY.format(agent=agent))
+        ttls = pipe.execute()
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(f"cannot read agent locks: {exc}") from None
+    # PTTL: -2 no key (free), -1 a key without expiry (held, which agent_lock never leaves).
+    return {agent: max(int(ms), 0) / 1000 for agent, ms in zip(agents, ttls, strict=True) if int(ms) != -2}

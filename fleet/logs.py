@@ -14,7 +14,7 @@ logger = logging.getLogger("fleet.heartbeat")
 
 
 def format_actions(actions: Mapping[str, int]) -> str:
-    """``claimed=4 advanced=2 killed=1``: non-zero counts in a stable order."""
+    """``claimed=4 advanced=2 rejected=1``: non-zero counts in a stable order."""
     parts = [f"{name}={count}" for name, count in sorted(actions.items()) if count]
     return " ".join(parts) or "idle"
 

@@ -23,6 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fleet.errors import PipelineError, first_line
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+#: What the ledger's items are called when a pipeline does not name them.
+DEFAULT_NOUN = "bet"
+#: What ``fleet seed`` writes on each item when the pipeline names no seed fields: neutral words.
+DEFAULT_SEED_FIELDS = {"title": "seeded #{n}"}
 
 
 class Kind(StrEnum):
@@ -66,6 +70,10 @@ class Pipeline(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "pipeline"
+    #: What one item of the ledger is called in operator output ("candidate", "ticket"...).
+    noun: str = Field(default=DEFAULT_NOUN, pattern=NAME_PATTERN)
+    #: Fields ``fleet seed`` gives each item it creates; ``{n}`` is the item's number.
+    seed_fields: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SEED_FIELDS))
     initial_stage: str
     creators: tuple[str, ...] = Field(min_length=1)
     stages: tuple[Stage, ...] = Field(min_length=1)
@@ -235,6 +243,11 @@ def render_table(pipeline: Pipeline) -> str:
     rows = ["| from | to | kind | owner |", "|---|---|---|---|"]
     rows += [f"| {t.source} | {t.dest} | {t.kind} | {t.owner} |" for t in pipeline.transitions]
     return "\n".join(rows)
+
+
+def fill_seed_fields(templates: dict[str, str], n: int) -> dict[str, str]:
+    """The fields of the ``n``-th seeded item: each template with ``{n}`` replaced by ``n``."""
+    return {key: value.replace("{n}", str(n)) for key, value in templates.items()}
 
 
 def render_stages(pipeline: Pipeline) -> str:

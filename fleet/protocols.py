@@ -8,13 +8,19 @@ records the file's version and content hash, so the drift audit can tell which
 agents ran under which rules.
 
 The file is validated strictly (unknown keys are errors); every problem is
-reported at once in one :class:`~fleet.errors.ProtocolError`.
+reported at once in one :class:`~fleet.errors.ProtocolError`. A file larger than
+``FLEET_PROTOCOLS_MAX_BYTES`` (default :data:`fleet.constants.MAX_PROTOCOLS_BYTES`)
+is refused before it is parsed. Each distinct content is parsed and validated
+once per process (keyed by its sha256): a heartbeat reads and hashes the bytes,
+and parses only when they changed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fleet.constants import MAX_PROTOCOLS_BYTES
 from fleet.errors import ProtocolError
 from fleet.pipeline import NAME_PATTERN, Pipeline
 
@@ -38,6 +43,8 @@ VERSION_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
 SUPPORTED_MAJORS = frozenset({1})
 #: Characters of the sha256 hex digest kept as the file's hash.
 HASH_LENGTH = 16
+#: libyaml's loader when PyYAML was built with it (several times faster), else the pure-Python one.
+YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def parse_version(version: str) -> tuple[int, int]:
@@ -209,52 +216,79 @@ def file_hash(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()[:HASH_LENGTH]
 
 
-#: The C YAML loader when PyYAML was built with libyaml (several times faster), else Python's.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def load_protocols(directory: Path, max_bytes: int | None = None) -> LoadedProtocols:
+    """Read and validate ``<directory>/fleet.yaml``; any problem is one :class:`ProtocolError`.
 
-#: Validated protocols by full content hash: every heartbeat reads the file (so an edit
-#: takes effect at the next heartbeat) but parses it only when its content changed.
-_PARSED: dict[str, Protocols] = {}
-_PARSED_KEEP = 8
-
-
-def load_protocols(directory: Path) -> LoadedProtocols:
-    """Read and validate ``<directory>/fleet.yaml``; any problem is one :class:`ProtocolError`."""
+    ``max_bytes`` defaults to the ``FLEET_PROTOCOLS_MAX_BYTES`` setting; a larger file is
+    refused unread. Content already validated in this process is not parsed again.
+    """
     path = protocols_path(directory)
-    content = _read(path)
-    digest = hashlib.sha256(content).hexdigest()
-    protocols = _PARSED.get(digest)
-    if protocols is None:
-        protocols = _validate(path, _parse(path, content))
-        if len(_PARSED) >= _PARSED_KEEP:
-            _PARSED.pop(next(iter(_PARSED)))  # the oldest content seen
-        _PARSED[digest] = protocols
-    return LoadedProtocols(protocols, protocols.version, digest[:HASH_LENGTH], path)
+    content = _read(path, _max_bytes() if max_bytes is None else max_bytes)
+    protocols = _validated(str(path), content)
+    return LoadedProtocols(protocols, protocols.version, file_hash(content), path)
 
 
-def _validate(path: Path, data: dict[str, Any]) -> Protocols:
+def _max_bytes() -> int:
+    from fleet.settings import get_settings  # lazy: the settings module is not needed to parse rules
+
+    return get_settings().protocols_max_bytes
+
+
+#: Validated protocols (or the problems found) per (path, sha256 of the content), newest last:
+#: every heartbeat reads the file (an edit takes effect at the next one) but parses it only when
+#: its content changed.
+_PARSED: OrderedDict[tuple[str, str], Protocols | ProtocolError] = OrderedDict()
+#: Distinct contents kept parsed (a rollout has two: the old file and the new one).
+_PARSED_KEEP = 8
+_PARSED_LOCK = threading.Lock()  # heartbeats of one process run in threads
+
+
+def _validated(path: str, content: bytes) -> Protocols:
+    """The protocols in ``content``, parsed once per distinct content (the cache keeps a few)."""
+    key = (path, hashlib.sha256(content).hexdigest())
+    with _PARSED_LOCK:
+        known = _PARSED.get(key)
+        if known is not None:
+            _PARSED.move_to_end(key)
+    if known is None:
+        known = _parse_and_validate(path, content)
+        with _PARSED_LOCK:
+            _PARSED[key] = known
+            while len(_PARSED) > _PARSED_KEEP:
+                _PARSED.popitem(last=False)
+    if isinstance(known, ProtocolError):
+        raise ProtocolError(known.source, known.problems)
+    return known
+
+
+def _parse_and_validate(path: str, content: bytes) -> Protocols | ProtocolError:
     try:
+        data = _parse(Path(path), content)
         return Protocols.model_validate(data)
+    except ProtocolError as exc:
+        return exc
     except ValidationError as exc:
-        raise ProtocolError(str(path), [_problem(error) for error in exc.errors()]) from None
+        return ProtocolError(path, [_problem(error) for error in exc.errors()])
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes; one over ``max_bytes`` is refused before it is read whole."""
     try:
-        size = path.stat().st_size
-        if size > MAX_PROTOCOLS_BYTES:  # checked before reading: a huge file is never parsed
-            limit = MAX_PROTOCOLS_BYTES // 1024
-            raise ProtocolError(str(path), [f"the file is {size:,} bytes; the limit is {limit:,} KiB"])
-        return path.read_bytes()
+        with path.open("rb") as f:
+            content = f.read(max_bytes + 1)  # never more than the cap into memory
     except FileNotFoundError:
         raise ProtocolError(str(path), ["file not found (check FLEET_PROTOCOLS_DIR)"]) from None
     except OSError as exc:
         raise ProtocolError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
+    if len(content) > max_bytes:
+        limit = f"over the limit of {max_bytes:,} bytes (FLEET_PROTOCOLS_MAX_BYTES)"
+        raise ProtocolError(str(path), [f"file too large: {limit}"])
+    return content
 
 
 def _parse(path: Path, content: bytes) -> dict[str, Any]:
     try:
-        data = yaml.load(content, Loader=_LOADER)  # noqa: S506 (a safe loader, C or Python)
+        data = yaml.load(content, Loader=YAML_LOADER)  # noqa: S506 - a safe loader, C or Python
     except yaml.YAMLError as exc:
         raise ProtocolError(str(path), [f"not valid YAML: {_yaml_problem(exc)}"]) from None
     if not isinstance(data, dict):

@@ -4,7 +4,9 @@ Each agent runs at its group's hours and base minute plus a deterministic
 per-agent offset, so agents of one group never start in the same minute (the
 seed's thundering herd: 40 agents at once, then under 10 after staggering).
 One "day" lasts ``day_seconds``: 86400 in production, e.g. 120 to replay a whole
-day in two minutes; the same code computes both.
+day in two minutes; the same code computes both. In real time each agent's
+schedule is a Celery ``crontab`` (it reads as times in beat's log and in Flower);
+a compressed day uses :class:`DaySchedule`, whose repr lists the same times.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from celery.schedules import BaseSchedule, schedstate
+from celery.schedules import BaseSchedule, crontab, schedstate
 
 from fleet.agents import AgentSpec, Registry
 
@@ -52,6 +54,15 @@ def start_minutes(spec: AgentSpec, offset: int) -> list[int]:
     """Minutes of the (real) day at which the agent's heartbeats start."""
     minute = spec.schedule.minute + offset
     return sorted((hour * 60 + minute) % (24 * 60) for hour in spec.schedule.hours)
+
+
+def longest_gap_minutes(minutes: list[int]) -> int:
+    """The longest wait between two consecutive starts, around the day (a whole day for one start)."""
+    ordered = sorted(set(minutes))
+    if not ordered:
+        return 24 * 60
+    gaps = [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
+    return max([*gaps, ordered[0] + 24 * 60 - ordered[-1]])
 
 
 def all_start_minutes(registry: Registry) -> dict[str, list[int]]:
@@ -106,14 +117,30 @@ class DaySchedule(BaseSchedule):  # type: ignore[misc]
         return hash((tuple(self.offsets), self.day_seconds))
 
     def __repr__(self) -> str:
-        return f"<DaySchedule {len(self.offsets)} starts/day, day={self.day_seconds:g}s>"
+        times = " ".join(_clock(s) for s in self.offsets)
+        return f"<DaySchedule {times} of a {self.day_seconds:g}s day>"
 
 
-def schedules(registry: Registry, day_seconds: float = DAY) -> dict[str, DaySchedule]:
+def _clock(day_offset_s: float) -> str:
+    """Seconds into a (real) day as ``HH:MM``."""
+    minutes = int(day_offset_s // 60)
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def agent_schedule(minutes: list[int], day_seconds: float = DAY) -> BaseSchedule:
+    """The schedule firing at ``minutes`` of each day: a crontab in real time, else a DaySchedule."""
+    minutes_of_hour = {m % 60 for m in minutes}
+    # An agent starts at one minute past several hours (start_minutes), which is one crontab.
+    if day_seconds == DAY and len(minutes_of_hour) == 1:
+        hours = ",".join(str(h) for h in sorted({m // 60 for m in minutes}))
+        return crontab(minute=str(minutes_of_hour.pop()), hour=hours)
+    return DaySchedule([m * 60 for m in minutes], day_seconds)
+
+
+def schedules(registry: Registry, day_seconds: float = DAY) -> dict[str, BaseSchedule]:
     """Every agent's staggered schedule."""
     return {
-        name: DaySchedule([m * 60 for m in minutes], day_seconds)
-        for name, minutes in all_start_minutes(registry).items()
+        name: agent_schedule(minutes, day_seconds) for name, minutes in all_start_minutes(registry).items()
     }
 
 

@@ -62,14 +62,35 @@ def redis_binary() -> Path:
             "redis-server is not installed and apt-get is not available: install Redis 7 "
             "yourself, or point FLEET_BROKER_URL at an existing Redis"
         )
-    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}  # CI has no terminal to answer prompts
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
-        _run([*prefix, *cmd], "installing redis-server with apt-get", env=env)
+    _apt_install(["redis-server"])
     found = shutil.which("redis-server")
     if not found:
         raise ServiceError("apt-get finished but redis-server is still not on PATH")
     return Path(found)
+
+
+#: Debian's packages for the browser test, and the programs they put on PATH.
+BROWSER_PACKAGES = {"chromium": "chromium", "chromium-driver": "chromedriver"}
+
+
+def browser_binaries() -> tuple[Path, Path]:
+    """chromium and chromedriver (the console's browser test), installed with apt-get when missing."""
+    if not all(shutil.which(program) for program in BROWSER_PACKAGES.values()):
+        if not shutil.which("apt-get"):
+            raise ServiceError("chromium and chromedriver are not installed and apt-get is not available")
+        _apt_install(list(BROWSER_PACKAGES))
+    found = [shutil.which(program) for program in BROWSER_PACKAGES.values()]
+    if not all(found):
+        raise ServiceError("apt-get finished but chromium or chromedriver is still not on PATH")
+    return Path(str(found[0])), Path(str(found[1]))
+
+
+def _apt_install(packages: list[str]) -> None:
+    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}  # CI has no terminal to answer prompts
+    what = f"installing {' '.join(packages)} with apt-get"
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+        _run([*prefix, *cmd], what, env=env)
 
 
 def ferretdb_binary(bin_dir: Path) -> Path:

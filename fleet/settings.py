@@ -6,6 +6,7 @@
 | FLEET_MONGO_DB         | fleet                            | database name |
 | FLEET_BROKER_URL       | redis://127.0.0.1:6390/0         | Celery broker and lock store; unset = local Redis |
 | FLEET_PROTOCOLS_DIR    | protocols                        | folder holding the shared protocols file |
+| FLEET_PROTOCOLS_MAX_BYTES | 1048576 (1 MiB)               | a larger protocols file is refused before parsing |
 | FLEET_PIPELINE         | (built-in default pipeline)      | ``module:attribute`` or a YAML/JSON file |
 | FLEET_CATALOGUE        | (built-in 52-agent catalogue)    | ``module:attribute`` or a YAML/JSON file |
 | FLEET_DEBUG            | false                            | add the decision trace to every heartbeat log |
@@ -23,6 +24,11 @@
 | FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
 | FLEET_FLOWER_PASSWORD  | fleet                            | Flower basic-auth password; change it outside a laptop |
+| FLEET_WEB_HOST         | 127.0.0.1                        | address the web console (``fleet web``) binds |
+| FLEET_WEB_PORT         | 8089                             | its port |
+| FLEET_WEB_USER         | fleet                            | its basic-auth user |
+| FLEET_WEB_PASSWORD     | fleet                            | its basic-auth password (read from the environment, never a command-line flag); the default is refused off loopback |
+| FLEET_WEB_REFRESH_S    | 3                                | how often its pages refresh their figures |
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleet.constants import MAX_RETENTION_DAYS, RETENTION_DAYS
+from fleet.constants import MAX_PROTOCOLS_BYTES, MAX_RETENTION_DAYS, RETENTION_DAYS
 from fleet.errors import SettingsError
 
 #: Ports of the local services the project starts itself (not the standard ones,
@@ -52,6 +58,7 @@ class Settings(BaseSettings):
     mongo_db: str = "fleet"
     broker_url: str = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
     protocols_dir: Path = Path("protocols")
+    protocols_max_bytes: int = Field(default=MAX_PROTOCOLS_BYTES, gt=0)
     pipeline: str | None = None
     catalogue: str | None = None
     debug: bool = False
@@ -69,6 +76,11 @@ class Settings(BaseSettings):
     flower_port: int = Field(default=5555, gt=0, lt=65536)
     flower_user: str = "fleet"
     flower_password: str = "fleet"
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8089, gt=0, lt=65536)
+    web_user: str = Field(default="fleet", min_length=1)
+    web_password: str = Field(default="fleet", min_length=1)
+    web_refresh_s: float = Field(default=3.0, ge=0.5, le=3600)
 
     @field_validator("mongo_url")
     @classmethod
@@ -95,6 +107,17 @@ class Settings(BaseSettings):
         if self.store_sqlite_dir is not None:
             return self.store_sqlite_dir
         return ferretdb_data_dir(self.home) if self.local_mongo else None
+
+    @property
+    def web_url(self) -> str:
+        """Where the web console answers (a wildcard bind is shown as loopback)."""
+        host = "127.0.0.1" if self.web_host in {"0.0.0.0", "::", ""} else self.web_host
+        return f"http://{host}:{self.web_port}/"
+
+    @property
+    def flower_url(self) -> str:
+        """Where Flower answers (the Procfile binds it to loopback)."""
+        return f"http://127.0.0.1:{self.flower_port}/"
 
     @property
     def local_redis(self) -> bool:

@@ -27,8 +27,9 @@ def task_retry_policy() -> TaskRetryPolicy:
     """The protocols' Celery-level retry numbers, read once when a worker imports this module.
 
     Celery fixes a task's retry options at definition time, so a change to
-    ``task_retry`` applies when workers restart; an unreadable file falls back to
-    the shipped defaults here (the heartbeat itself will refuse and say why).
+    ``task_retry`` applies when workers restart. ``celery -A fleet`` refuses to start on
+    an invalid file (:mod:`fleet.celery`); any other importer falls back to the shipped
+    defaults here (the heartbeat itself will refuse and say why).
     """
     try:
         return load_protocols(get_settings().protocols_dir).protocols.task_retry
@@ -39,17 +40,13 @@ def task_retry_policy() -> TaskRetryPolicy:
 TASK_RETRY = task_retry_policy()
 
 
-def _signature(agent: str, reason: str = "scheduled", debug: bool = False) -> None:
-    """The heartbeat's public signature (arguments are checked against it by hand)."""
-
-
-SIGNATURE = inspect.signature(_signature)
-
-
 def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str, bool]:
-    """Check a heartbeat's arguments; anything off raises one :class:`BadTaskArguments`."""
+    """Check a heartbeat's arguments against the task's signature and types.
+
+    Anything off raises one :class:`BadTaskArguments` (reported without a traceback).
+    """
     try:
-        bound = SIGNATURE.bind(*args, **kwargs)
+        bound = signature().bind(*args, **kwargs)
     except TypeError as exc:
         raise BadTaskArguments(f"{HEARTBEAT_TASK}: {exc}") from None
     bound.apply_defaults()
@@ -67,11 +64,22 @@ def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str,
     return agent, reason, debug
 
 
+class HeartbeatTask(Task):  # type: ignore[misc]
+    """Checks every call's arguments (beat, ``fleet trigger``, ``celery call``) before the body runs.
+
+    Celery calls a task's own ``__call__`` with the message's arguments as sent, so a
+    wrong call becomes one clear :class:`BadTaskArguments` here instead of a TypeError.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        agent, reason, debug = parse_arguments(args, kwargs)
+        return super().__call__(agent, reason=reason, debug=debug)
+
+
 @app.task(
     name=HEARTBEAT_TASK,
     bind=True,
-    # Arguments are checked by parse_arguments, so any call shape reaches the body.
-    typing=False,
+    base=HeartbeatTask,
     # Store or broker unreachable: retry the whole heartbeat (it is idempotent).
     autoretry_for=TRANSIENT_ERRORS,
     # Exponential backoff, capped, with jitter so retries of many agents do not align.
@@ -85,9 +93,8 @@ def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str,
     # Heartbeat outcomes are also kept as task results for `celery call` users.
     ignore_result=False,
 )
-def heartbeat(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Run one heartbeat and return its compact record."""
-    agent, reason, debug = parse_arguments(args, kwargs)
+def heartbeat(self: Task, agent: str, reason: str = "scheduled", debug: bool = False) -> dict[str, Any]:
+    """Run one heartbeat of ``agent`` and return its compact record."""
     runtime = get_runtime()
     spec = runtime.registry.require(agent)
     heartbeat_id = self.request.id or uuid.uuid4().hex
@@ -104,3 +111,9 @@ def heartbeat(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         "duration_s": record.duration_s,
         "error": record.error,
     }
+
+
+def signature() -> inspect.Signature:
+    """The task's public signature: the function's parameters without the bound task itself."""
+    parameters = inspect.signature(heartbeat.__wrapped__).parameters.values()
+    return inspect.Signature([p for p in parameters if p.name != "self"])

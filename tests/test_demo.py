@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,8 +23,8 @@ pytestmark = pytest.mark.slow
 
 def test_a_short_demo_moves_bets_to_terminal_stages_and_stops_everything(stack, db) -> None:
     # Given the test services (so the demo starts none of its own) and a free Flower port
-    flower_port = free_port()
-    env = {**os.environ, **stack.env, "FLEET_FLOWER_PORT": str(flower_port)}
+    flower_port, web_port = free_port(), free_port()
+    env = {**os.environ, **stack.env, "FLEET_FLOWER_PORT": str(flower_port), "FLEET_WEB_PORT": str(web_port)}
     # When the demo runs for one minute of wall time, a day lasting 30 s
     done = subprocess.run(
         [
@@ -53,6 +54,10 @@ def test_a_short_demo_moves_bets_to_terminal_stages_and_stops_everything(stack, 
     assert "Traceback" not in out
     assert "Summary" in out and "the enforcer refused a rogue move" in out
     assert f"http://127.0.0.1:{flower_port}" in out
+    assert f"http://127.0.0.1:{web_port}/" in out
+    # And the web console ran beside it (its log is in the demo's log folder)
+    logs = Path(re.findall(r"logs: (\S+)", out)[-1])
+    assert f"fleet web console on http://127.0.0.1:{web_port}/" in (logs / "web.log").read_text()
     # And the 52 agents ran: heartbeats, transitions, some bets at terminal stages, a clean ledger
     demo_db = database(load_settings().model_copy(update={"mongo_db": f"{stack.env['FLEET_MONGO_DB']}_demo"}))
     pipeline = load_pipeline(None)
@@ -66,3 +71,4 @@ def test_a_short_demo_moves_bets_to_terminal_stages_and_stops_everything(stack, 
     assert "Handoff latency" in out
     # And everything it started is stopped
     assert not port_open(flower_port)
+    assert not port_open(web_port)

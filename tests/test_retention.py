@@ -15,6 +15,7 @@ from fleet.constants import (
     CLAIMS,
     FAILURES,
     HEARTBEATS,
+    HOLDS,
     PROBES,
     REFUSALS,
     TASK_EVENTS,
@@ -93,6 +94,7 @@ def test_prune_deletes_what_is_old_and_unneeded_and_keeps_the_rest(db: Database[
         CLAIMS: 3,
         TASK_EVENTS: report.deleted[TASK_EVENTS],
         TASKS: 1,
+        HOLDS: 0,
     }
     assert report.deleted[TASK_EVENTS] >= 2  # filed + closed
     enforcer = Enforcer(db, validate_pipeline(small(), "small"))

@@ -68,3 +68,39 @@ def test_the_staggered_peak_is_far_below_fixed_intervals() -> None:
     naive = peak_running(load_report(reg, naive=True))
     assert staggered < naive
     assert staggered <= 10
+
+
+def test_real_time_schedules_are_crontabs_that_read_as_times() -> None:
+    from celery.schedules import crontab
+
+    entries = build_beat_schedule(registry())
+    schedule = entries["heartbeat:source_validation_gate"]["schedule"]
+    assert isinstance(schedule, crontab)
+    minutes = all_start_minutes(registry())["source_validation_gate"]
+    assert schedule.hour == {m // 60 for m in minutes} and schedule.minute == {m % 60 for m in minutes}
+
+
+def test_a_compressed_day_schedule_lists_its_start_times() -> None:
+    assert repr(DaySchedule([3600 + 8 * 60, 13 * 3600], day_seconds=120)) == (
+        "<DaySchedule 01:08 13:00 of a 120s day>"
+    )
+
+
+def test_the_celery_app_builds_no_beat_schedule_only_beat_does() -> None:
+    # Importing the app as `celery -A fleet` does leaves the schedule to beat's scheduler
+    from fleet.celery import app
+
+    assert not app.conf.beat_schedule
+    assert app.conf.beat_scheduler == "beat_schedule:Scheduler"
+
+
+def test_beats_scheduler_adds_one_entry_per_agent(tmp_path) -> None:
+    from beat_schedule import Scheduler
+    from fleet.celery import app
+
+    scheduler = Scheduler(app, schedule_filename=str(tmp_path / "beat"), lazy=False)
+    try:
+        assert len([name for name in scheduler.schedule if name.startswith("heartbeat:")]) == len(registry())
+    finally:
+        scheduler.close()
+        app.conf.beat_schedule = {}

@@ -71,6 +71,9 @@ _LATER_EDGES = [
 
 PIPELINE: dict[str, Any] = {
     "name": "leanai-default",
+    "noun": "bet",
+    # `fleet seed` writes a raw idea, as a scout would.
+    "seed_fields": {"idea": "seeded idea #{n}"},
     "initial_stage": "sourced",
     "creators": SCOUTS,
     "stages": [

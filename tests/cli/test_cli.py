@@ -485,6 +485,7 @@ def test_up_runs_the_procfile_until_ctrl_c(
     assert proc.returncode == 0, output
     assert "ready." in output, output
     assert "ops.1 stopped" in output and "fleet services down" in output
+    assert "web console: http://127.0.0.1:" in output
     assert "Traceback" not in output
 
 

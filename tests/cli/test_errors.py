@@ -93,3 +93,20 @@ def test_protocols_that_do_not_load_stop_seeding(db: Database[Document]) -> None
 def test_usage_errors_do_not_print_a_traceback() -> None:
     ran = run_cli("bet")  # missing argument: typer's own usage message, exit 2
     assert ran.code == 2 and "Traceback" not in ran.text
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["bet"], "Missing argument"),
+        (["bets", "--limt", "3"], "No such option: --limt"),
+        (["status", "--interval", "soon"], "Invalid value for '--interval'"),
+        (["board", "close"], "Missing argument"),
+        (["no-such-command"], "No such command"),
+    ],
+    ids=["missing-argument", "unknown-option", "bad-value", "subcommand", "unknown-command"],
+)
+def test_usage_errors_are_one_line_with_exit_code_2(args: list[str], fragment: str) -> None:
+    ran = run_cli(*args)
+    line = assert_one_line_error(ran, fragment, "--help")
+    assert ran.code == 2 and ran.out == "", line

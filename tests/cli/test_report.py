@@ -8,11 +8,14 @@ import pytest
 import redis as redis_lib
 from pymongo.database import Database
 
-from fleet import report
+from fleet import queries
 from fleet.agents import Registry
 from fleet.constants import BETS, HEARTBEATS, TRANSITIONS
 from fleet.ledger import Enforcer
+from fleet.procfile import procfile_queues
 from fleet.store import Document
+
+from ..conftest import Stack
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -44,10 +47,10 @@ def heartbeat(hb_id: str, agent: str, start: float, end: float, **extra: object)
 
 def test_overlap_peak_counts_half_open_intervals() -> None:
     # back to back is not overlap; three nested intervals are
-    assert report.overlap_peak([]) == (0, None)
-    assert report.overlap_peak([(at(0), at(1)), (at(1), at(2))]) == (1, at(0))
+    assert queries.overlap_peak([]) == (0, None)
+    assert queries.overlap_peak([(at(0), at(1)), (at(1), at(2))]) == (1, at(0))
     spans = [(at(0), at(10)), (at(2), at(5)), (at(4), at(6)), (at(5), at(7))]
-    assert report.overlap_peak(spans) == (3, at(4))
+    assert queries.overlap_peak(spans) == (3, at(4))
 
 
 def test_peak_concurrency_reads_heartbeat_intervals(db: Database[Document]) -> None:
@@ -60,8 +63,8 @@ def test_peak_concurrency_reads_heartbeat_intervals(db: Database[Document]) -> N
             {"_id": "running", "agent": "x", "started_at": at(3)},  # not finished: no interval
         ]
     )
-    assert report.peak_concurrency(db) == report.Peak(peak=3, at=at(4), heartbeats=4, since=None)
-    recent = report.peak_concurrency(db, since=at(-1))
+    assert queries.peak_concurrency(db) == queries.Peak(peak=3, at=at(4), heartbeats=4, since=None)
+    recent = queries.peak_concurrency(db, since=at(-1))
     assert (recent.peak, recent.heartbeats) == (3, 3)
 
 
@@ -73,7 +76,7 @@ def test_heartbeats_per_agent_counts_and_takes_the_latest(db: Database[Document]
             heartbeat("b1", "beta", 1, 2, status="failed", error="boom"),
         ]
     )
-    rows = {row.agent: row for row in report.heartbeats_per_agent(db, ["alpha", "beta", "gamma"])}
+    rows = {row.agent: row for row in queries.heartbeats_per_agent(db, ["alpha", "beta", "gamma"])}
     assert [rows[a].count for a in ("alpha", "beta", "gamma")] == [2, 1, 0]
     assert rows["alpha"].last is not None and rows["beta"].last is not None
     assert (rows["alpha"].last.heartbeat_id, rows["alpha"].last.actions) == ("a2", {"advanced": 2})
@@ -87,22 +90,22 @@ def test_bets_per_stage_lists_every_stage_then_strays(
     pipeline = registry.pipeline
     enforcer.create_bet(pipeline.creators[0], {})
     db[BETS].insert_one({"_id": "ghost", "stage": "no_such_stage", "seq": 0})
-    rows = report.bets_per_stage(db, pipeline)
+    rows = queries.bets_per_stage(db, pipeline)
     assert [r.stage for r in rows] == [s.name for s in pipeline.stages] + ["no_such_stage"]
-    assert rows[0].count == 1 and rows[-1] == report.StageCount(stage="no_such_stage", count=1, known=False)
+    assert rows[0].count == 1 and rows[-1] == queries.StageCount(stage="no_such_stage", count=1, known=False)
     assert all(r.count == 0 for r in rows[1:-1])
     assert [r.stage for r in rows if r.terminal] == [s.name for s in pipeline.stages if s.terminal]
 
 
 def test_list_bets_flags_a_corrupt_projection(db: Database[Document], registry: Registry) -> None:
     db[BETS].insert_one({"_id": "bad", "stage": registry.pipeline.initial_stage, "seq": "x"})
-    [row] = report.list_bets(db, registry.pipeline, None, 10)
+    [row] = queries.list_bets(db, registry.pipeline, None, 10)
     assert row.bet_id == "bad" and row.problem and "seq" in row.problem
 
 
 def test_an_unknown_stage_is_refused(db: Database[Document], registry: Registry) -> None:
-    with pytest.raises(report.UnknownStage, match="unknown stage 'nope'"):
-        report.list_bets(db, registry.pipeline, "nope", 10)
+    with pytest.raises(queries.UnknownStage, match="unknown stage 'nope'"):
+        queries.list_bets(db, registry.pipeline, "nope", 10)
 
 
 def test_throughput_counts_recent_transitions_by_kind(
@@ -111,16 +114,16 @@ def test_throughput_counts_recent_transitions_by_kind(
     enforcer.create_bet(registry.pipeline.creators[0], {})
     old = {"bet_id": "old", "seq": 0, "kind": "create", "at": datetime.now(UTC) - timedelta(hours=3)}
     db[TRANSITIONS].insert_one({"_id": "old:0", **old})
-    recent = report.throughput(db, 60, datetime.now(UTC))
+    recent = queries.throughput(db, 60, datetime.now(UTC))
     assert (recent.total, recent.by_kind, recent.refused) == (1, {"create": 1}, 0)
-    assert report.throughput(db, 600, datetime.now(UTC)).total == 2
+    assert queries.throughput(db, 600, datetime.now(UTC)).total == 2
 
 
-def test_queue_depths_sum_kombus_priority_lists(redis: redis_lib.Redis) -> None:
+def test_queue_depths_sum_kombus_priority_lists(redis: redis_lib.Redis, stack: Stack) -> None:
     # kombu's Redis transport keeps one list per priority step: "<queue>", "<queue>\x06\x163", ...
     redis.rpush("alpha", "m1", "m2")
     redis.rpush("alpha\x06\x166", "m3")
-    assert report.queue_depths(redis, ["alpha", "beta"]) == {"alpha": 3, "beta": 0}
+    assert queries.queue_depths(stack.env["FLEET_BROKER_URL"], ["alpha", "beta"]) == {"alpha": 3, "beta": 0}
 
 
 def test_procfile_queues_reads_worker_lines_only() -> None:
@@ -131,4 +134,4 @@ def test_procfile_queues_reads_worker_lines_only() -> None:
         "c: celery -A fleet worker -Qads\n"
         "beat: celery -A fleet beat -Q ignored\n"
     )
-    assert report.procfile_queues(text) == {"sourcing", "validation", "build", "ads"}
+    assert procfile_queues(text) == {"sourcing", "validation", "build", "ads"}

@@ -258,6 +258,52 @@ def test_stamp_carries_version_and_hash() -> None:
     assert loaded.stamp == ledger.ProtocolStamp(version=loaded.version, hash=loaded.hash)
 
 
+# --- size cap and parse-once ---------------------------------------------------------
+
+
+def test_a_file_over_the_cap_is_refused_before_parsing(tmp_path: Path) -> None:
+    # Given a file one byte over the cap whose content is not even YAML
+    write(tmp_path, "[" * 1001)
+    # When it is loaded with a 1000-byte cap
+    with pytest.raises(ProtocolError) as info:
+        load_protocols(tmp_path, max_bytes=1000)
+    # Then it is refused for its size, in one line, without being parsed
+    message = str(info.value)
+    assert "file too large" in message and "limit of 1,000 bytes" in message
+    assert "FLEET_PROTOCOLS_MAX_BYTES" in message
+    assert "YAML" not in message and "\n" not in message
+
+
+def test_the_default_cap_comes_from_the_settings(tmp_path: Path) -> None:
+    from fleet.constants import MAX_PROTOCOLS_BYTES
+    from fleet.settings import get_settings
+
+    assert get_settings().protocols_max_bytes == MAX_PROTOCOLS_BYTES
+    write(tmp_path, "#" * (MAX_PROTOCOLS_BYTES + 1))
+    with pytest.raises(ProtocolError, match="file too large"):
+        load_protocols(tmp_path)
+
+
+def test_the_same_content_is_parsed_once(tmp_path: Path) -> None:
+    # Given the shipped protocols in a folder of their own
+    write(tmp_path, (SHIPPED / PROTOCOLS_FILENAME).read_text())
+    # When two heartbeats load them
+    first, second = load_protocols(tmp_path), load_protocols(tmp_path)
+    # Then the second reuses what the first validated
+    assert second.protocols is first.protocols and second.hash == first.hash
+    # And a changed file is parsed anew
+    write(tmp_path, (SHIPPED / PROTOCOLS_FILENAME).read_text() + "# changed\n")
+    changed = load_protocols(tmp_path)
+    assert changed.protocols is not first.protocols and changed.hash != first.hash
+
+
+def test_an_invalid_content_stays_invalid_from_the_cache(tmp_path: Path) -> None:
+    write(tmp_path, "version: [unclosed\n")
+    for _ in range(2):
+        with pytest.raises(ProtocolError, match="not valid YAML"):
+            load_protocols(tmp_path)
+
+
 def test_an_oversized_file_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
     from fleet.constants import MAX_PROTOCOLS_BYTES
 

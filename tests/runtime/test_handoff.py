@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from fleet.cli import handoff_view
+from fleet.cli.ledger import handoff_view
 from fleet.constants import HEARTBEATS, TRANSITIONS
 from fleet.handoff import Handoff, handoffs, percentile, summarise
 from fleet.heartbeat import run_heartbeat

@@ -247,3 +247,12 @@ def test_a_refusal_task_closed_meanwhile_by_someone_else_does_not_fail_the_heart
     # Then it runs as usual
     assert record.status == "ok", record.error
     assert stages(runtime, bets) == ["checked"]
+
+
+def test_counters_name_kill_and_park_moves_by_the_stage_they_reach() -> None:
+    from fleet.pipeline import Kind
+
+    assert heartbeat.move_outcome(Kind.KILL, "rejected") == "rejected"
+    assert heartbeat.move_outcome(Kind.PARK, "on_hold") == "on_hold"
+    assert heartbeat.move_outcome(Kind.ADVANCE, "screened") == "advanced"
+    assert heartbeat.move_outcome(Kind.REVIVE, "applied") == "revived"
