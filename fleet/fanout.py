@@ -112,18 +112,18 @@ def dispatch(
 def _send(spec: AgentSpec, bet: Bet, task_id: str, parent: str) -> None:
     from fleet.celery_app import get_app
 
+    # The listed view travels with the task, as an in-process batch hands it to its bet threads.
     get_app().send_task(
         BET_TASK,
-        args=(spec.name, bet.bet_id, bet.seq, parent),
+        args=(spec.name, bet.bet_id, bet.seq, parent, bet.model_dump(mode="json")),
         task_id=task_id,
         queue=spec.queue,
     )
 
 
-def run_bet(
-    runtime: Runtime, agent: str, bet_id: str, seq: int, parent: str, task_id: str
-) -> HeartbeatRecord:
-    """Process one dispatched bet under its own lease; write and return its part record."""
+def run_bet(runtime: Runtime, agent: str, view: Bet, parent: str, task_id: str) -> HeartbeatRecord:
+    """Process one dispatched bet (``view``: as its heartbeat listed it) under its own lease;
+    write and return its part record."""
     from fleet.heartbeat import HeartbeatRecord, write_record
 
     spec = runtime.registry.require(agent)
@@ -140,32 +140,29 @@ def run_bet(
         except ProtocolError as exc:
             record.status, record.error = "refused", str(exc)
         else:
-            _run_claimed(runtime, ctx, bet_id, seq, record)
+            _run_claimed(runtime, ctx, view, record)
     finally:
-        runtime.redis.zrem(FANOUT_RUNNING_KEY.format(agent=agent), member(bet_id, seq))
+        runtime.redis.zrem(FANOUT_RUNNING_KEY.format(agent=agent), member(view.bet_id, view.seq))
     record.finished_at = clock(runtime.db).now()
     logs.emit(record.line(), record.trace)
     write_record(runtime.db, {**record.to_doc(), "parent": parent})
     return record
 
 
-def _run_claimed(
-    runtime: Runtime, ctx: HeartbeatContext, bet_id: str, seq: int, record: HeartbeatRecord
-) -> None:
+def _run_claimed(runtime: Runtime, ctx: HeartbeatContext, view: Bet, record: HeartbeatRecord) -> None:
     from fleet.heartbeat import _process_bet
 
     ttl = timedelta(seconds=ctx.protocols.protocols.escalation.claim_ttl_s)
     claims = Claims(runtime.db, ctx.agent, record.heartbeat_id, ttl)
-    outcome: dict[str, Any] = {"bet_id": bet_id, "seq": seq}
+    outcome: dict[str, Any] = {"bet_id": view.bet_id, "seq": view.seq}
     try:
-        bet = runtime.enforcer.get(bet_id)
-        if bet.seq != seq:
-            outcome.update(outcome="skipped", error="moved by someone else")
-        elif not claims.try_claim(bet_id, seq):  # our lease lapsed while queued and someone took it
+        if not claims.try_claim(view.bet_id, view.seq):  # our mark lapsed while queued, someone took it
             outcome.update(outcome="skipped", error="claimed elsewhere")
         else:
-            with _renewing(runtime, claims, ttl, member(bet_id, seq)):
-                outcome = _process_bet(runtime, ctx, resolve_handler(ctx.spec), bet)
+            with _renewing(runtime, claims, ttl, member(view.bet_id, view.seq)):
+                # As in-process: the listed view is the claimed one; it reads the bet afresh
+                # and skips it if it moved meanwhile.
+                outcome = _process_bet(runtime, ctx, resolve_handler(ctx.spec), view)
     finally:
         # Only once the renewer has stopped (see fleet.heartbeat._run_per_bet).
         claims.release_all()
@@ -181,18 +178,18 @@ def _renewing(runtime: Runtime, claims: Claims, ttl: timedelta, in_flight: str) 
     key = FANOUT_RUNNING_KEY.format(agent=claims.agent)
     stop = threading.Event()
 
-    def renew() -> None:
+    def mark() -> None:
         # xx: only refresh a mark that exists (a finished bet's mark is never re-created).
         with suppress(redis.RedisError):
             runtime.redis.zadd(key, {in_flight: _now_s(runtime.redis) + ttl.total_seconds()}, xx=True)
-        with suppress(LedgerUnavailable):  # a missed renewal risks duplicate work, not a wrong stage
-            claims.renew()
 
     def loop() -> None:
         while not stop.wait(ttl.total_seconds() / 3):
-            renew()
+            mark()
+            with suppress(LedgerUnavailable):  # a missed renewal risks duplicate work, not a wrong stage
+                claims.renew()
 
-    renew()  # the mark set at dispatch covered the queue wait: restart it for the work
+    mark()  # the mark set at dispatch covered the queue wait; the lease was just taken
     thread = threading.Thread(target=loop, name="fleet-bet-renewer", daemon=True)
     thread.start()
     try:

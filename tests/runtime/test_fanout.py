@@ -14,6 +14,7 @@ from fleet.agents import load_registry
 from fleet.constants import CLAIMS, HEARTBEATS, TRANSITIONS
 from fleet.errors import BadTaskArguments
 from fleet.heartbeat import Runtime, run_heartbeat
+from tasks.bet import parse_arguments
 
 from ..conftest import wait_for
 from .conftest import FLEETDEF, TEST_FLEET_ENV
@@ -60,8 +61,9 @@ def test_a_big_batch_is_dispatched_as_bet_tasks_and_the_record_sums_the_parts(
     assert run_heartbeat(fan_runtime, "checker", "adhoc").actions == {}
     assert fanout.free_slots(redis, fan_runtime.registry.require("checker")) == 0
     # When each bet task runs (here in-process, as a worker would)
-    for task_id, (agent, bet_id, seq, parent) in messages:
-        part = fanout.run_bet(fan_runtime, agent, bet_id, seq, parent, task_id)
+    for task_id, args in messages:
+        agent, view, parent = parse_arguments(tuple(args), {})
+        part = fanout.run_bet(fan_runtime, agent, view, parent, task_id)
         assert part.status == "ok" and part.actions == {"advanced": 1}
     # Then each moved once, their leases are released, and the heartbeat's summary sums the parts
     assert sorted(moves_per_bet(db).values()) == [1] * 6
@@ -81,7 +83,7 @@ def test_a_small_batch_stays_in_process(fan_runtime, make_bets, redis) -> None:
 def test_a_bet_task_whose_bet_moved_on_skips_it(fan_runtime, make_bets, db) -> None:
     [bet] = make_bets(1)
     fan_runtime.enforcer.advance(bet.bet_id, "checked", "checker", bet.seq, verdict="by hand")
-    part = fanout.run_bet(fan_runtime, "checker", bet.bet_id, bet.seq, "hb-x", "task-1")
+    part = fanout.run_bet(fan_runtime, "checker", bet, "hb-x", "task-1")
     assert part.bets == [
         {"bet_id": bet.bet_id, "seq": 0, "outcome": "skipped", "error": "moved by someone else"}
     ]
@@ -92,14 +94,14 @@ def test_a_bet_task_whose_bet_moved_on_skips_it(fan_runtime, make_bets, db) -> N
     ("args", "kwargs"),
     [
         ((), {}),
-        (("checker", "b", -1, "p"), {}),
-        (("checker", "", 0, "p"), {}),
-        (("checker", "b", 0, "p"), {"x": 1}),
+        (("checker", "b", -1, "p", {}), {}),
+        (("checker", "", 0, "p", {}), {}),
+        (("checker", "b", 0, "p", {}), {"x": 1}),
+        (("checker", "b", 0, "p", {"bet_id": "b"}), {}),
+        (("checker", "b", 0, "p", "not a bet"), {}),
     ],
 )
 def test_bad_bet_task_arguments_are_one_clear_error(args, kwargs) -> None:
-    from tasks.bet import parse_arguments
-
     with pytest.raises(BadTaskArguments, match="fleet.bet"):
         parse_arguments(args, kwargs)
 
