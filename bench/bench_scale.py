@@ -124,7 +124,7 @@ def drain(env: dict[str, str], workers: int, logs: Path, io_s: float = DRAIN_IO_
 
 
 def _flow(env: dict[str, str], logs: Path, wake: bool) -> tuple[list[float], int, float]:
-    from fleet.report import peak_concurrency
+    from fleet.queries import peak_concurrency
 
     from bench.scalefleet import GATES, STAGES
     from fleet.handoff import first_pickups
