@@ -8,7 +8,9 @@ Figures, each measured in this run (metric names in ``METRICS``):
    releases the GIL, so one process keeps 8 bets in flight with one runtime (one store and
    one Redis connection pool) where prefork needs 8 processes, 8 runtimes and their memory
    for the same overlap; gevent would go further but needs pymongo, redis-py and fleet's
-   own threads monkey-patched. ``drain_4_vs_1_io2s``: the same with 2 s of I/O per bet,
+   own threads monkey-patched. A raw Celery app running the same 200 x 200 ms tasks
+   (no store) on 1 and 4 workers is printed next to it: what the machine allows.
+   ``drain_4_vs_1_io2s``: the same with 2 s of I/O per bet,
    where the handlers' waiting, not the machine's CPU, is the limit.
 2. ``handoff_median_s_wake``, ``handoff_p95_s_wake``: N bets through six gates in a line
    (50 ms of I/O per bet per gate) with wake on arrival, started by one heartbeat of the
@@ -123,11 +125,30 @@ def drain(env: dict[str, str], workers: int, logs: Path, io_s: float = DRAIN_IO_
     return elapsed
 
 
-def _flow(env: dict[str, str], logs: Path, wake: bool) -> tuple[list[float], int, float]:
-    from fleet.queries import peak_concurrency
+def raw_drain(env: dict[str, str], workers: int, logs: Path) -> float:
+    """Seconds for ``workers`` raw Celery workers (same pool) to run DRAIN_BETS tasks of DRAIN_IO_S."""
+    from bench.rawapp import RAW_DONE_KEY
+    from bench.rawapp import app as raw
+    from fleet.settings import load_settings
+    from fleet.store import redis_client
 
+    client = redis_client(load_settings().broker_url)
+    client.flushdb()
+    with ExitStack() as stack:
+        for n in range(workers):
+            log = logs / f"raw{workers}-{n}.log"
+            stack.enter_context(worker("bench.rawapp", "raw", CONCURRENCY, env, log, pool=POOL))
+        start = time.perf_counter()
+        for _ in range(DRAIN_BETS):
+            raw.send_task("raw.io", args=[DRAIN_IO_S], queue="raw")
+        _until(lambda: int(client.get(RAW_DONE_KEY) or 0) >= DRAIN_BETS, 600, "the raw drain")
+        return time.perf_counter() - start
+
+
+def _flow(env: dict[str, str], logs: Path, wake: bool) -> tuple[list[float], int, float]:
     from bench.scalefleet import GATES, STAGES
     from fleet.handoff import first_pickups
+    from fleet.queries import peak_concurrency
 
     env = {**env, "FLEET_WAKE": str(wake).lower(), "FLEET_WAKE_MAX_CONCURRENT": str(WAKE_CAP)}
     db = _fresh(WAKE_BETS, WAKE_IO_S)
@@ -164,6 +185,9 @@ def run(names: set[str]) -> None:
             rates = {n: DRAIN_BETS / t for n, t in times.items()}
             per = ", ".join(f"{n} worker(s) {rate:.1f}" for n, rate in rates.items())
             say(f"  drain rates (bets/s): {per}; I/O alone allows {CONCURRENCY / DRAIN_IO_S:.0f} per worker")
+            raw = {n: DRAIN_BETS / raw_drain(env, n, logs) for n in (1, 4)}
+            say(f"  raw Celery baseline, same tasks' I/O and pool, no store: 1 worker {raw[1]:.1f}/s,"
+                f" 4 workers {raw[4]:.1f}/s ({raw[4] / raw[1]:.2f}x)")  # fmt: skip
             for n in (2, 4):
                 name = f"drain_{n}_vs_1"
                 if name in names:
