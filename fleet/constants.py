@@ -103,6 +103,8 @@ HEARTBEAT_TASK: Final = "fleet.heartbeat"
 HEARTBEAT_REASONS: Final = ("scheduled", "adhoc", "wake")
 #: One bet of a fanned-out heartbeat (fleet.fanout), on its agent's queue.
 BET_TASK: Final = "fleet.bet"
+#: The ``reason`` on a bet task's part record (it is not a heartbeat of its own).
+BET_PART_REASON: Final = "bet"
 PROBE_TASK: Final = "fleet.probe"
 #: Queue of every task that is not a heartbeat (probes), and of heartbeats for unknown agents.
 OPS_QUEUE: Final = "ops"

@@ -34,7 +34,7 @@ from pymongo.database import Database
 
 from fleet import handoff, logs
 from fleet.agents import resolve_handler
-from fleet.constants import BET_TASK, FANOUT_RUNNING_KEY, HEARTBEATS
+from fleet.constants import BET_PART_REASON, BET_TASK, FANOUT_RUNNING_KEY, HEARTBEATS
 from fleet.context import HeartbeatContext
 from fleet.errors import CorruptBet, LedgerUnavailable, ProtocolError
 from fleet.ledger import Bet
@@ -46,8 +46,7 @@ if TYPE_CHECKING:
     from fleet.agents import AgentSpec
     from fleet.heartbeat import HeartbeatRecord, Runtime
 
-#: Reason recorded on a bet task's part record.
-PART_REASON = "bet"
+PART_REASON = BET_PART_REASON
 
 
 def wanted(spec: AgentSpec, candidates: int) -> bool:

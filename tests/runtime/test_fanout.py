@@ -14,6 +14,7 @@ from fleet.agents import load_registry
 from fleet.constants import CLAIMS, HEARTBEATS, TRANSITIONS
 from fleet.errors import BadTaskArguments
 from fleet.heartbeat import Runtime, run_heartbeat
+from fleet.queries import peak_concurrency
 from tasks.bet import parse_arguments
 
 from ..conftest import wait_for
@@ -132,6 +133,8 @@ def test_three_workers_process_every_dispatched_bet_exactly_once(
     assert len({part["worker"] for part in parts}) >= 2
     [parent] = db[HEARTBEATS].find({"reason": "adhoc"})
     assert fanout.summary(db, parent["_id"])["parts_advanced"] == 6
+    # And the parts are not counted as concurrent heartbeats (only the dispatching one is)
+    assert peak_concurrency(db).peak == 1
     assert runtime.enforcer.verify() == []
 
 
