@@ -17,7 +17,7 @@ from fleet.constants import (
     WAKE_WAITING_KEY,
 )
 from fleet.errors import SettingsError
-from fleet.heartbeat import HeartbeatRecord, Runtime
+from fleet.heartbeat import HeartbeatRecord, Runtime, run_heartbeat
 from fleet.settings import load_settings
 
 from ..conftest import wait_for
@@ -138,3 +138,25 @@ def test_a_commit_wakes_the_next_owner_in_real_workers(
     assert woken and all(doc["status"] == "ok" for doc in woken)
     assert runtime.enforcer.verify() == []
     wait_for(lambda: redis.zcard(RUNNING_HEARTBEATS_KEY) == 0, 30, "running set empty")
+
+
+def test_a_commit_in_a_heartbeat_wakes_the_next_stages_poller(runtime, make_bets, redis) -> None:
+    # Given two bets for the checker
+    make_bets(2)
+    # When its heartbeat moves them to the finisher's stage
+    record = run_heartbeat(runtime, "checker", "adhoc")
+    assert record.actions["advanced"] == 2
+    # Then one wake (coalesced) waits in the finisher's queue, and none for the checker
+    assert [arguments(m) for m in queued(redis, "beta")] == [(["finisher"], {"reason": "wake"})]
+    assert queued(redis, "alpha") == []
+
+
+def test_a_creators_heartbeat_wakes_the_first_stages_poller(runtime, redis) -> None:
+    # Given the maker's heartbeat created a bet
+    now = runtime.enforcer.ledger.now()
+    record = HeartbeatRecord("hb-m", "maker", "scheduled", started_at=now, spec_protocol_version="1.0")
+    record.actions = {"created": 1}
+    # When it ends
+    wake.after_heartbeat(runtime, record)
+    # Then the checker (polling the initial stage) is woken
+    assert [arguments(m) for m in queued(redis, "alpha")] == [(["checker"], {"reason": "wake"})]
