@@ -4,7 +4,11 @@ Leases (claims), SLA checks, records and board events are compared across worker
 different hosts. Each worker's own clock may be skewed, so fleet reads the store's
 clock (``hello.localTime``, answered by MongoDB and FerretDB alike) and keeps the
 offset to its local clock, re-sampled every :data:`RESAMPLE_S`. The residual error is
-half a round trip plus the drift between samples (milliseconds on a LAN). If the store
+half a round trip plus the drift between samples (milliseconds on a LAN).
+
+An offset below :data:`TOLERATED_SKEW` is taken as zero: clocks that agree that well
+(NTP, or processes on one host) are used as they are, so processes on one host never
+disagree by a sampling error, while a worker skewed by more is corrected. If the store
 cannot be asked, the last offset (initially zero: the local clock) is kept: the store
 call that follows fails anyway and is retried.
 """
@@ -20,6 +24,8 @@ from pymongo.errors import PyMongoError
 
 #: Seconds between two samples of the store's clock.
 RESAMPLE_S = 60.0
+#: Skew small enough to ignore (leases last seconds to minutes; a sample errs by half a round trip).
+TOLERATED_SKEW = timedelta(milliseconds=250)
 
 
 def utc_ms(stamp: datetime) -> datetime:
@@ -62,5 +68,6 @@ class StoreClock:
             server = reply.get("localTime")
             if isinstance(server, datetime):
                 midpoint = before + (after - before) / 2
-                self._offset = utc_ms(server) - midpoint
+                offset = utc_ms(server) - midpoint
+                self._offset = offset if abs(offset) >= TOLERATED_SKEW else timedelta(0)
             self._sampled_at = time.monotonic()
