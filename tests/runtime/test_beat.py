@@ -22,7 +22,8 @@ from ..conftest import ROOT, Worker, wait_for
 from .conftest import TEST_FLEET_ENV
 
 #: A fleet day of 12 s: each test agent has a slot every 6 s, so the fleet sends one every ~2 s.
-BEAT_ENV = {**TEST_FLEET_ENV, "FLEET_DAY_SECONDS": "12", "FLEET_BEAT_LOCK_TTL_S": "2"}
+#: The lock lives 5 s (renewed every ~1.7 s), so a loaded machine does not fail it over early.
+BEAT_ENV = {**TEST_FLEET_ENV, "FLEET_DAY_SECONDS": "12", "FLEET_BEAT_LOCK_TTL_S": "5"}
 
 
 def sent(redis) -> list[tuple[str, int | None]]:

@@ -146,8 +146,8 @@ def test_a_worker_killed_mid_fan_out_loses_no_bet_and_moves_none_twice(
     bets = make_bets(6, sleep_s=4)
     workers = [start_worker(queues="alpha", concurrency=2, name=n, **FAN_OUT_ENV) for n in ("w1", "w2", "w3")]
     send_heartbeat()
-    victim = workers[1]
-    wait_for(lambda: "fleet.bet[" in victim.output(), 60, "w2 working on a bet")
+    working = lambda: next((w for w in workers if "fleet.bet[" in w.output()), None)  # noqa: E731
+    victim = wait_for(working, 60, "a worker working on a bet")
     # When that worker is SIGKILLed mid-bet (its leases stop being renewed)
     victim.stop(signal.SIGKILL)
     # Then later heartbeats take its bets over once their leases lapse, and every bet ends checked
