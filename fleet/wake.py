@@ -171,7 +171,8 @@ def tracked(runtime: Waker, agent: str, heartbeat_id: str, reason: str, ttl_s: f
 
 def after_heartbeat(runtime: Waker, record: HeartbeatRecord) -> None:
     """After a heartbeat (its lock released and its slot freed): wake for the bets it created,
-    itself if a bet arrived while it ran, and agents a full cap turned away."""
+    itself if a bet arrived while it ran (or it was a wake that found the agent running),
+    and agents a full cap turned away."""
     if record.actions.get("created"):
         on_arrival(runtime, runtime.registry.pipeline.initial_stage)
     client = runtime.redis
@@ -182,7 +183,10 @@ def after_heartbeat(runtime: Waker, record: HeartbeatRecord) -> None:
         waiting: Any = client.spop(WAKE_WAITING_KEY, runtime.settings.wake_max_concurrent) or []
     except redis.RedisError:
         return
-    names = [record.agent] if again else []
+    # A wake that found another run of its agent going may have come after that run listed
+    # its bets: wake again (deferred to that run's end if it is still going).
+    lost = record.reason == "wake" and record.status == "skipped"
+    names = [record.agent] if again or lost else []
     names += [name.decode() if isinstance(name, bytes) else str(name) for name in waiting]
     for name in dict.fromkeys(names):  # once each, in order
         spec = runtime.registry.get(name)

@@ -160,3 +160,15 @@ def test_a_creators_heartbeat_wakes_the_first_stages_poller(runtime, redis) -> N
     wake.after_heartbeat(runtime, record)
     # Then the checker (polling the initial stage) is woken
     assert [arguments(m) for m in queued(redis, "alpha")] == [(["checker"], {"reason": "wake"})]
+
+
+def test_a_wake_that_found_its_agent_running_is_deferred_to_that_runs_end(runtime, redis) -> None:
+    # Given a wake heartbeat of the finisher skipped because another run of it holds the lock
+    redis.set(AGENT_LOCK_KEY.format(agent="finisher"), "token")
+    now = runtime.enforcer.ledger.now()
+    record = HeartbeatRecord("hb-w", "finisher", "wake", started_at=now, spec_protocol_version="1.0")
+    record.status = "skipped"
+    # When it ends
+    wake.after_heartbeat(runtime, record)
+    # Then the running heartbeat is flagged to wake the finisher again when it ends
+    assert redis.exists(WAKE_AGAIN_KEY.format(agent="finisher")) and redis.llen("beta") == 0
