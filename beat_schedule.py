@@ -16,14 +16,18 @@ from fleet.constants import HEARTBEAT_TASK
 from fleet.schedule import DAY, load_report, peak_running, schedules
 
 #: A scheduled heartbeat not started within this share of an hour (of the fleet's day)
-#: is dropped instead of piling up behind a backlog; the next slot runs it anyway.
+#: is dropped instead of piling up behind a backlog; the next slot runs it anyway. In real
+#: time (one hour) this outlives Redis' redelivery of a dead worker's heartbeat
+#: (``fleet.celery_app.visibility_timeout``: 1,500 s for the default catalogue), so such a
+#: heartbeat runs again; when it does not (compressed time), the worker that drops the
+#: expired message records it as an ``expired`` heartbeat.
 EXPIRES_HOURS = 1.0
 #: Floor for ``expires`` in compressed-time runs, where an hour may be seconds.
 MIN_EXPIRES_S = 10.0
 
 
 def build_beat_schedule(registry: Registry, day_seconds: float = DAY) -> dict[str, Any]:
-    """One beat entry per agent, routed by agent like any other heartbeat."""
+    """One beat entry per agent, routed by agent, under the agent's own time limits."""
     expires = max(day_seconds / 24 * EXPIRES_HOURS, MIN_EXPIRES_S)
     by_agent = schedules(registry, day_seconds)
     return {
@@ -32,7 +36,12 @@ def build_beat_schedule(registry: Registry, day_seconds: float = DAY) -> dict[st
             "schedule": by_agent[spec.name],
             "args": (spec.name,),
             "kwargs": {"reason": "scheduled"},
-            "options": {"expires": expires, "queue": spec.queue},
+            "options": {
+                "expires": expires,
+                "queue": spec.queue,
+                "soft_time_limit": spec.time_limits[0],
+                "time_limit": spec.time_limits[1],
+            },
         }
         for spec in registry
     }

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fleet.constants import DEFAULT_SPEC_OWNER
+from fleet.constants import DEFAULT_SPEC_OWNER, STOP_GRACE_S
 from fleet.errors import CatalogueError, HandlerImportError, UnknownAgent
 from fleet.pipeline import NAME_PATTERN, Pipeline, load_object, load_pipeline
 from fleet.settings import get_settings
@@ -74,6 +74,12 @@ class AgentSpec(BaseModel):
     #: Bets of this agent that may run at once fleet-wide as their own ``fleet.bet`` tasks
     #: (external rate limits); 0 keeps every batch in-process. See fleet.fanout for the rule.
     fan_out: int = Field(default=0, ge=0, le=1000)
+
+    @property
+    def time_limits(self) -> tuple[float, float]:
+        """Celery's (soft, hard) limits for one heartbeat: the hard one is ``time_limit``."""
+        grace = min(STOP_GRACE_S, self.time_limit / 5)
+        return self.time_limit - grace, float(self.time_limit)
 
     @property
     def per_bet(self) -> bool:

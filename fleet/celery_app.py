@@ -8,7 +8,7 @@ The beat schedule is not built here: only beat builds it (``beat_schedule.Schedu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from kombu.entity import Queue
@@ -16,12 +16,17 @@ from kombu.entity import Queue
 from fleet.constants import OPS_QUEUE
 from fleet.settings import Settings, get_settings
 
-#: Redis redelivers an unacked message after this long (s). It must exceed the
-#: longest heartbeat (hard time limit) and the longest retry delay, or a task runs twice.
-VISIBILITY_TIMEOUT = 3 * 3600
+if TYPE_CHECKING:
+    from fleet.agents import Registry
 
-#: Celery's hard limit for any task (s); the longest agent time limit is 3600.
+#: Celery's hard limit for any task that is not a heartbeat of a known agent (s); heartbeats
+#: run under their agent's own limits (``AgentSpec.time_limits``, see tasks.heartbeat).
 TASK_TIME_LIMIT = 3660
+
+#: Redis redelivers a message not acked this long (s) after delivery (its worker died) on top
+#: of the longest heartbeat's hard limit (or the longest retry delay): shorter, and a running
+#: heartbeat would be delivered twice; much longer, and a dead host's heartbeat expires first.
+REDELIVERY_MARGIN_S = 300
 
 #: Beat's scheduler: Celery's file-backed one, ticking only while it holds the fleet's beat lock
 #: (fleet.beat), plus the fleet's entries built when beat starts.
@@ -39,12 +44,27 @@ def make_app(settings: Settings | None = None) -> Celery:
     return app
 
 
+def visibility_timeout(registry: Registry | None = None) -> int:
+    """Seconds after which Redis redelivers an unacked heartbeat (its worker died).
+
+    The longest agent hard limit (or Celery retry delay) plus :data:`REDELIVERY_MARGIN_S`:
+    1,500 s for the default catalogue (its longest time limit is 1,200 s).
+    """
+    from fleet.agents import get_registry
+    from fleet.protocols import DEFAULT_TASK_RETRY
+
+    fleet_registry = registry if registry is not None else get_registry()
+    longest = max([DEFAULT_TASK_RETRY.backoff_max_s, *(spec.time_limit for spec in fleet_registry)])
+    return int(longest) + REDELIVERY_MARGIN_S
+
+
 def _config(settings: Settings) -> dict[str, Any]:
+    redelivery = visibility_timeout()
     return {
         # Results (for `celery call` users) in Redis, kept a day; the record of truth is MongoDB.
         "result_backend": settings.broker_url,
         "result_expires": 86400,
-        "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+        "result_backend_transport_options": {"visibility_timeout": redelivery},
         "task_ignore_result": True,
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -55,11 +75,12 @@ def _config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         # With acks_late, reserve one message per process so a dead process strands at most one.
         "worker_prefetch_multiplier": 1,
-        # After a broker connection loss, unacked late-ack tasks will be redelivered: do not run them twice.
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A Redis blip does not cut running heartbeats mid-write: they finish, and a late ack that
+        # is lost only means a redelivery, which finds the heartbeat's record and does nothing.
+        "worker_cancel_long_running_tasks_on_connection_loss": settings.cancel_on_connection_loss,
         # Keep retrying the broker at start instead of dying when Redis starts second.
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+        "broker_transport_options": {"visibility_timeout": redelivery},
         "task_default_queue": OPS_QUEUE,
         "task_queues": [Queue(name) for name in _queue_names()],
         "task_routes": ("fleet.routing.route_task",),
@@ -67,7 +88,7 @@ def _config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
-        # Hard and soft limits above any agent's own (per-agent deadlines are enforced inside).
+        # Limits of any other task; a heartbeat gets its agent's own (tasks.heartbeat).
         "task_time_limit": TASK_TIME_LIMIT,
         "task_soft_time_limit": TASK_TIME_LIMIT - 30,
         # Only beat builds the per-agent schedule (workers, Flower and `celery call` never need it).

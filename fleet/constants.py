@@ -82,6 +82,11 @@ SQLITE_ID_INDEX: Final = "_fleet_id"
 # --- Redis keys -------------------------------------------------------------------
 #: One heartbeat per agent at a time across all workers.
 AGENT_LOCK_KEY: Final = "fleet:lock:agent:{agent}"
+#: The agent lock's lease (s): a SIGKILLed holder blocks its agent this long at most.
+AGENT_LOCK_TTL_S: Final = 30.0
+#: The live holder renews its lease this many times per lease (every 10 s by default), so
+#: two renewals in a row may fail (a Redis blip) before the lease lapses.
+AGENT_LOCK_RENEWALS_PER_TTL: Final = 3
 #: Held by the one active beat (fleet.beat); a standby beat ticks only once it takes it.
 BEAT_LOCK_KEY: Final = "fleet:beat:lock"
 #: Set when a beat sends an entry for one slot (epoch ms), so no slot is sent twice across beats.
@@ -106,6 +111,10 @@ BET_TASK: Final = "fleet.bet"
 #: The ``reason`` on a bet task's part record (it is not a heartbeat of its own).
 BET_PART_REASON: Final = "bet"
 PROBE_TASK: Final = "fleet.probe"
+#: Seconds between an agent's soft time limit (the heartbeat stops its bet threads, records
+#: and releases) and its hard limit (``time_limit``: Celery kills the process); capped at a
+#: fifth of the limit for very short ones.
+STOP_GRACE_S: Final = 15.0
 #: Queue of every task that is not a heartbeat (probes), and of heartbeats for unknown agents.
 OPS_QUEUE: Final = "ops"
 
@@ -123,3 +132,7 @@ MAX_PROTOCOLS_BYTES: Final = 1024 * 1024
 
 #: Who answers for an agent spec that names no ``owner``: a person, not an agent.
 DEFAULT_SPEC_OWNER: Final = "operator"
+
+# --- limits on operator input -------------------------------------------------------
+#: Most bets one ``fleet seed`` creates: a typo (``fleet seed 1000000000``) must not run for hours.
+MAX_SEED_BETS: Final = 10_000

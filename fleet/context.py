@@ -6,7 +6,9 @@ wrap them from outside (:mod:`fleet.heartbeat`); the context is their whole API.
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -23,7 +25,7 @@ from tenacity import (
     wait_random,
 )
 
-from fleet.errors import ExternalCallFailed, TransientError
+from fleet.errors import ExternalCallFailed, HeartbeatStopped, TransientError
 from fleet.store import clock
 
 if TYPE_CHECKING:
@@ -59,10 +61,43 @@ class Decision:
         return cls(None, verdict, evidence)
 
 
-def retrying(loaded: LoadedProtocols) -> Retrying:
+class StopSignal:
+    """Whether, and why, a heartbeat is stopping; its bet threads and ``ctx.call`` check it."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        """Ask every thread of the heartbeat to stop starting work (the first reason sticks)."""
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`HeartbeatStopped` if the heartbeat is stopping."""
+        if self._event.is_set():
+            raise HeartbeatStopped(self.reason or "stopped")
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but wake (and raise) as soon as the heartbeat is stopping: a retry backoff."""
+        self._event.wait(seconds)
+        self.check()
+
+
+def derived_bet_id(heartbeat_id: str, key: object) -> str:
+    """A bet id fixed by the heartbeat and a per-heartbeat key: a rerun creates the same ids."""
+    return hashlib.sha256(f"{heartbeat_id}:{key}".encode()).hexdigest()[:12]
+
+
+def retrying(loaded: LoadedProtocols, stop: StopSignal | None = None) -> Retrying:
     """The external-call policy from the protocols: N attempts, exponential backoff, jitter."""
     policy = loaded.protocols.retry
     return Retrying(
+        sleep=stop.sleep if stop is not None else time.sleep,
         stop=stop_after_attempt(policy.attempts),
         # initial, 2x initial, 4x ... capped at max, plus random jitter so retries do not align.
         wait=wait_exponential(multiplier=policy.initial_delay_s, max=policy.max_delay_s)
@@ -89,6 +124,8 @@ class HeartbeatContext:
     actions: Counter[str] = field(default_factory=Counter)
     trace: list[str] = field(default_factory=list)
     retries: int = 0
+    stop: StopSignal = field(default_factory=StopSignal)
+    _created: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -114,18 +151,25 @@ class HeartbeatContext:
     def gather(self, *lookups: Callable[[], T]) -> list[T]:
         """Run independent lookups at once on the heartbeat's bounded pool; results in order."""
         futures = [self.pool.submit(lookup) for lookup in lookups]
-        wait(futures)  # let every lookup finish before raising: none may outlive its bet
+        try:
+            wait(futures)
+        except BaseException:  # the soft time limit: stop the lookups, none may outlive the heartbeat
+            self.stop.set("interrupted")
+            wait(futures)
+            raise
         return [future.result() for future in futures]
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call an external service with the protocols' retry policy.
 
         After the last attempt it raises :class:`ExternalCallFailed`: the runtime
-        then leaves the bet where it is and counts a failure on it.
+        then leaves the bet where it is and counts a failure on it. Once the heartbeat is
+        stopping (time limit, lost lock) it raises :class:`HeartbeatStopped` instead of calling.
         """
         name = getattr(fn, "__name__", "call")
+        self.stop.check()
         try:
-            for attempt in retrying(self.protocols):
+            for attempt in retrying(self.protocols, self.stop):
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         with self._lock:
@@ -138,8 +182,16 @@ class HeartbeatContext:
             raise ExternalCallFailed(f"{name} failed after {tries} attempts: {last}") from None
         raise AssertionError("unreachable: tenacity returns or raises")
 
-    def create_bet(self, fields: dict[str, Any], bet_id: str | None = None) -> Bet:
-        """Create a bet through the enforcer (only creator agents may)."""
+    def create_bet(self, fields: dict[str, Any], bet_id: str | None = None, key: object = None) -> Bet:
+        """Create a bet through the enforcer (only creator agents may).
+
+        Without ``bet_id`` its id derives from the heartbeat's id and ``key`` (default: how
+        many bets this heartbeat created before), so a retried or redelivered heartbeat
+        finds the bets it already created instead of creating more.
+        """
+        with self._lock:
+            ordinal, self._created = self._created, self._created + 1
+        bet_id = bet_id or derived_bet_id(self.heartbeat_id, ordinal if key is None else key)
         bet = self.enforcer.create_bet(
             self.agent,
             fields,

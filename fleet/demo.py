@@ -35,6 +35,7 @@ from fleet import services as svc
 from fleet.agents import Registry, get_registry
 from fleet.constants import HEARTBEATS, REFUSALS, TRANSITIONS
 from fleet.errors import TransitionRefused
+from fleet.flower import DEMO_PASSWORD
 from fleet.handoff import handoffs
 from fleet.ledger import Enforcer
 from fleet.logs import format_actions
@@ -69,6 +70,15 @@ class DemoOptions:
     bets: int = 12
     failure_rate: float = 0.1
     refresh_s: float = 1.0
+
+
+#: Flower's options file (credentials from the environment), at the repository's top level.
+FLOWER_CONFIG = Path(__file__).resolve().parents[1] / "flowerconfig.py"
+
+
+def flower_password(settings: Settings) -> str:
+    """The operator's Flower password, or the demo's own (Flower warns when it is used)."""
+    return settings.flower_password or DEMO_PASSWORD
 
 
 @contextmanager
@@ -227,7 +237,8 @@ def summary(db: Database[Document], registry: Registry, settings: Settings, refu
         f"computed peak per hour: {' '.join(f'{h.hour:02d}h={h.peak_running}' for h in computed)}",
         f"the enforcer refused a rogue move: {refusal}",
         *_audit_lines(db, registry, settings),
-        f"Flower was at http://127.0.0.1:{settings.flower_port} (user {settings.flower_user}),"
+        f"Flower was at http://127.0.0.1:{settings.flower_port} (user {settings.flower_user}"
+        f"{', demo password' if settings.flower_password is None else ''}),"
         f" the web console at {settings.web_url} (user {settings.web_user})",
     ]
     return Group(
@@ -299,13 +310,10 @@ def _start_processes(stack: ExitStack, settings: Settings, options: DemoOptions,
         stack.enter_context(celery_process(args, logs / f"{name}.log", env))
     beat = ["beat", "-s", str(logs / "celerybeat-schedule"), "-l", "INFO"]
     stack.enter_context(celery_process(beat, logs / "beat.log", env))
-    flower = [
-        "flower",
-        "--address=127.0.0.1",
-        f"--port={settings.flower_port}",
-        f"--basic-auth={settings.flower_user}:{settings.flower_password}",
-    ]
-    stack.enter_context(celery_process(flower, logs / "flower.log", env))
+    flower = ["flower", "--address=127.0.0.1", f"--port={settings.flower_port}", f"--conf={FLOWER_CONFIG}"]
+    # The credentials travel in the environment: a password on argv is visible in ``ps``.
+    secrets = {"FLEET_FLOWER_USER": settings.flower_user, "FLEET_FLOWER_PASSWORD": flower_password(settings)}
+    stack.enter_context(celery_process(flower, logs / "flower.log", {**env, **secrets}))
     # The console reads its password from the environment it inherits, never from its arguments.
     stack.enter_context(python_process(["-m", "fleet.web"], logs / "web.log", env))
     console.print(

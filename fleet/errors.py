@@ -4,8 +4,10 @@ Every error fleet raises on purpose derives from :class:`FleetError`. Errors are
 grouped by subsystem and carry the fields an operator needs. The split that
 matters for retries is :class:`TransientError` (the world is briefly broken:
 retry) versus everything else (the request is wrong: retrying cannot help).
-Both tenacity policies and Celery's ``autoretry_for`` are driven from that split
-(see :data:`TRANSIENT_ERRORS`).
+Tenacity retries external calls on any transient error (:data:`TRANSIENT_ERRORS`);
+Celery's ``autoretry_for`` re-runs a whole heartbeat only for
+:class:`ServiceUnavailable` (:data:`TASK_RETRY_ERRORS`): a failed external call is
+not a failed task.
 """
 
 from __future__ import annotations
@@ -25,16 +27,24 @@ class TransientError(FleetError):
     """A dependency is briefly unavailable; the same call may succeed later."""
 
 
-class LedgerUnavailable(TransientError):
+class ServiceUnavailable(TransientError):
+    """The store or the broker is unreachable: the only failure that retries a whole heartbeat."""
+
+
+class LedgerUnavailable(ServiceUnavailable):
     """The MongoDB-wire store cannot be reached or did not answer in time."""
 
 
-class BrokerUnavailable(TransientError):
+class BrokerUnavailable(ServiceUnavailable):
     """The Redis broker cannot be reached or did not answer in time."""
 
 
 class ExternalCallFailed(TransientError):
-    """An external service (ads API, CRM, ...) failed; raised by handlers to ask for a retry."""
+    """An external service (ads API, CRM, ...) failed; raised by handlers to ask for a retry.
+
+    ``ctx.call`` retries it; once its attempts are spent it stays inside the heartbeat
+    (a failed call is not a failed task), so Celery never re-runs a heartbeat for it.
+    """
 
 
 # --- configuration ----------------------------------------------------------------
@@ -98,7 +108,7 @@ class UnknownBet(LedgerError):
     """No bet has this id."""
 
     def __init__(self, bet_id: str) -> None:
-        super().__init__(f"unknown bet {bet_id!r}")
+        super().__init__(f"unknown bet {clipped(bet_id)}")
         self.bet_id = bet_id
 
 
@@ -188,7 +198,7 @@ class UnknownAgent(RuntimeFleetError):
     """No agent spec has this name."""
 
     def __init__(self, agent: str) -> None:
-        super().__init__(f"unknown agent {agent!r}")
+        super().__init__(f"unknown agent {clipped(agent)}")
         self.agent = agent
 
 
@@ -204,6 +214,14 @@ class HandlerImportError(RuntimeFleetError):
     """An agent spec names a handler that cannot be imported."""
 
 
+class HeartbeatStopped(RuntimeFleetError):
+    """The heartbeat is stopping (time limit reached or agent lock lost): no new work starts."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"heartbeat stopping: {reason}")
+        self.reason = reason
+
+
 # --- the task board ---------------------------------------------------------------
 
 
@@ -215,7 +233,7 @@ class UnknownTask(BoardError):
     """No board task has this id."""
 
     def __init__(self, task_id: str) -> None:
-        super().__init__(f"unknown board task {task_id!r}")
+        super().__init__(f"unknown board task {clipped(task_id)}")
         self.task_id = task_id
 
 
@@ -234,6 +252,16 @@ class CorruptTask(BoardError):
         super().__init__(f"board task {task_id!r} is corrupt: {problem}")
         self.task_id = task_id
         self.problem = problem
+
+
+#: Characters of an untrusted value (a task argument, a command-line id) an error message quotes.
+CLIP_CHARS = 80
+
+
+def clipped(value: object, limit: int = CLIP_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters: untrusted input never floods a log line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
 # --- the web console ---------------------------------------------------------------
@@ -264,5 +292,8 @@ def validation_problem(exc: Any) -> str:
     return f"{problems[0]}{more}"
 
 
-#: Errors worth retrying, for tenacity and Celery's ``autoretry_for`` alike.
+#: Errors worth retrying an external call for (tenacity, inside ``ctx.call``).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientError,)
+#: Errors that make Celery retry a whole heartbeat (``autoretry_for``): only an unreachable
+#: store or broker. Everything else stays inside the heartbeat and is on its record.
+TASK_RETRY_ERRORS: tuple[type[BaseException], ...] = (ServiceUnavailable,)

@@ -38,6 +38,12 @@ def picked_up(bets: Iterable[Bet], now: datetime) -> dict[str, dict[str, Any]]:
     }
 
 
+def annotate(entries: list[dict[str, Any]], pickups: dict[str, dict[str, Any]]) -> None:
+    """Add each bet's pickup fields (from :func:`picked_up`) to its heartbeat-record entry."""
+    for entry in entries:
+        entry.update(pickups.get(str(entry.get("bet_id")), {}))
+
+
 class Handoff(BaseModel):
     """Handoff latency at one stage for one agent: count, median and 95th percentile (s)."""
 

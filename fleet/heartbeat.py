@@ -6,6 +6,14 @@ batch, run the handler on each and commit each verdict through the enforcer;
 for any other agent, run its handler once; write one heartbeat record and one
 compact log line. An exception on one bet never aborts the others; only an
 unreachable store or broker fails the heartbeat (and Celery retries it).
+
+Safe to run twice under the same id (Celery's task id: a retry or a redelivery): a
+heartbeat whose record exists is not run again; otherwise it re-takes its own leases,
+re-creates bets under the same derived ids (found, not duplicated) and the enforcer's
+sequence check refuses any move already made. It stops early, and says so on its
+record, when Celery's soft time limit strikes (``timeout``) or its agent lock is lost
+(``lock_lost``): no new bet or call starts, running bets finish or are abandoned, and
+claims and the lock are released only once every bet thread has stopped.
 """
 
 from __future__ import annotations
@@ -16,31 +24,36 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from fleet import fanout, handoff, logs, wake
 from fleet.agents import AgentSpec, Registry, get_registry, resolve_handler, spec_fingerprint
 from fleet.board import Board, Task
 from fleet.constants import HEARTBEATS
-from fleet.context import BetContext, Decision, HeartbeatContext
+from fleet.context import BetContext, Decision, HeartbeatContext, StopSignal
 from fleet.errors import (
     CorruptBet,
     ExternalCallFailed,
     FleetError,
+    HeartbeatStopped,
     LedgerUnavailable,
     ProtocolError,
+    ServiceUnavailable,
     StaleBet,
     TaskClosed,
-    TransientError,
     TransitionRefused,
+    first_line,
 )
 from fleet.ledger import Bet, Enforcer
 from fleet.ledger.claims import Claims, record_failure
@@ -59,6 +72,13 @@ BET_THREADS = 4
 SOFT_DEADLINE_SHARE = 0.8
 #: A polling heartbeat reads this many candidates per claimable slot (some are claimed by others).
 CANDIDATE_FACTOR = 3
+
+#: Seconds the final record write keeps retrying a store that is down, before the record
+#: is given up (it is still in the log line): re-running the work for it would be worse.
+RECORD_WRITE_WINDOW_S = 20.0
+#: Record statuses of a heartbeat that stopped early.
+TIMEOUT = "timeout"
+LOCK_LOST = "lock_lost"
 
 #: Outcome (and counter) of a move by edge kind; kill and park moves are named by the stage they
 #: reach instead, so counters speak the pipeline's words (``rejected=2``, ``on_hold=1``).
@@ -149,8 +169,13 @@ def run_heartbeat(
     debug: bool = False,
     heartbeat_id: str | None = None,
 ) -> HeartbeatRecord:
-    """Run one heartbeat of ``agent``; always returns its record (also stored and logged)."""
+    """Run one heartbeat of ``agent``; always returns its record (also stored and logged).
+
+    Under a ``heartbeat_id`` that already has a record, returns that record and does nothing.
+    """
     spec = runtime.registry.require(agent)
+    if heartbeat_id is not None and (done := stored_record(runtime.db, heartbeat_id)) is not None:
+        return done  # a retry or redelivery of a heartbeat that finished: its work is done
     record = HeartbeatRecord(
         heartbeat_id=heartbeat_id or uuid.uuid4().hex,
         agent=agent,
@@ -159,16 +184,36 @@ def run_heartbeat(
         spec_protocol_version=spec.protocol_version,
     )
     debug = debug or runtime.settings.debug
-    with agent_lock(runtime.redis, agent, spec.time_limit) as acquired:
-        if not acquired:
-            record.status, record.error = "skipped", "another heartbeat of this agent is running"
+    stop = StopSignal()
+    lock_ttl = runtime.settings.lock_ttl_s
+    on_lost = partial(stop.set, LOCK_LOST)
+    with agent_lock(runtime.redis, agent, lock_ttl, token=record.heartbeat_id, on_lost=on_lost) as lock:
+        if not lock:
+            holder = f" ({lock.holder})" if lock.holder else ""
+            record.status, record.error = "skipped", f"another heartbeat of this agent is running{holder}"
         else:
-            _run_locked(runtime, spec, record, debug)
-    _finish(runtime, record)
+            _run_stoppable(runtime, spec, record, debug, stop)
+    _finish(runtime, record, overwrite=lock.acquired)
     return record
 
 
-def _run_locked(runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debug: bool) -> None:
+def _run_stoppable(
+    runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debug: bool, stop: StopSignal
+) -> None:
+    """Run the heartbeat; on Celery's soft time limit or a lost lock, record why it stopped."""
+    try:
+        _run_locked(runtime, spec, record, debug, stop)
+    except SoftTimeLimitExceeded:
+        record.status = TIMEOUT
+        record.error = "soft time limit reached: stopped, unfinished bets left to the next heartbeat"
+        return
+    if stop.reason == LOCK_LOST:
+        record.status, record.error = LOCK_LOST, "agent lock lost mid-heartbeat: stopped starting work"
+
+
+def _run_locked(
+    runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debug: bool, stop: StopSignal
+) -> None:
     try:
         loaded = load_protocols(runtime.settings.protocols_dir)
     except ProtocolError as exc:
@@ -187,6 +232,7 @@ def _run_locked(runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debu
         pool=runtime.pool,
         debug=debug,
         tasks=_close_protocol_task(runtime, spec, runtime.board.open_for(spec.name)),
+        stop=stop,
     )
     ctx.log("start", protocol=loaded.version, hash=loaded.hash, open_tasks=len(ctx.tasks))
     try:
@@ -195,9 +241,11 @@ def _run_locked(runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debu
             _run_per_bet(runtime, ctx, handler, record)
         else:
             handler(ctx)
-    except TransientError:
-        raise  # the store or broker is down: Celery retries the whole (idempotent) heartbeat
-    except FleetError as exc:
+    except (ServiceUnavailable, SoftTimeLimitExceeded):
+        raise  # the store or broker is down (Celery retries the idempotent heartbeat), or time is up
+    except HeartbeatStopped:
+        pass  # the lock was lost: the caller records it
+    except FleetError as exc:  # ExternalCallFailed included: a failed call is not a failed task
         record.status, record.error = "failed", str(exc)
     except Exception as exc:  # a handler bug must not kill the worker loop
         record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -252,31 +300,63 @@ def _run_per_bet(
         ctx.count("held", len(held))
     if fanout.wanted(spec, len(candidates)):  # each bet its own task, on any worker of the queue
         return fanout.dispatch(runtime, ctx, candidates, record)
+    futures: list[Future[dict[str, Any]]] = []
+    pickups: dict[str, dict[str, Any]] = {}
     try:
         with _renewing(claims, ttl):
-            batch = list(_claim_batch(ctx, claims, candidates, record))
-            picked = handoff.picked_up(batch, ctx.now)  # pickup time: the batch was just claimed
-            futures = [
-                runtime.bet_pool.submit(_process_in_time, runtime, ctx, handler, bet, deadline)
-                for bet in batch
-            ]
-            wait(futures)  # every bet finishes (or fails) before the claims are released
-            for future in futures:
-                outcome = future.result()  # re-raises an infrastructure error: Celery retries
-                record.bets.append({**outcome, **picked.get(outcome["bet_id"], {})})
-                ctx.count(outcome["outcome"])
+            try:
+                for bet in _claim_batch(ctx, claims, candidates, record):
+                    pickups.update(handoff.picked_up([bet], ctx.now))  # pickup time: its claim
+                    task = partial(_process_in_time, runtime, ctx, handler, bet, deadline)
+                    futures.append(runtime.bet_pool.submit(task))
+                wait(futures)
+            except BaseException:  # the soft time limit lands in this (main) thread
+                ctx.stop.set("interrupted")
+                wait(futures)  # bet threads stop at their next call: none outlives its claim
+                raise
+            finally:
+                try:
+                    _collect(futures, ctx, record)
+                finally:
+                    handoff.annotate(record.bets, pickups)
     finally:
-        # Only once the renewer has stopped: on FerretDB a renewal racing a release writes the
-        # whole claim back and can undo ``released_at``, leaving a phantom live lease.
+        # Only once the renewer and every bet thread have stopped: on FerretDB a renewal racing
+        # a release writes the whole claim back and can undo ``released_at`` (a phantom lease).
+        _release_claims(claims, ctx)
+
+
+def _collect(futures: list[Future[dict[str, Any]]], ctx: HeartbeatContext, record: HeartbeatRecord) -> None:
+    """Put every finished bet's outcome on the record; then re-raise an infrastructure error."""
+    unavailable: BaseException | None = None
+    for future in futures:
+        if not future.done():
+            continue
+        if (exc := future.exception()) is not None:
+            unavailable = unavailable or exc
+            continue
+        outcome = future.result()
+        record.bets.append(outcome)
+        ctx.count(outcome["outcome"])
+    if unavailable is not None:
+        raise unavailable  # the store or broker is down: Celery retries the heartbeat
+
+
+def _release_claims(claims: Claims, ctx: HeartbeatContext) -> None:
+    """Release every lease; with the store down they expire on their own, and the error that
+    brought us here (not this one) is what the heartbeat reports."""
+    try:
         claims.release_all()
+    except LedgerUnavailable:
+        ctx.log("claims-unreleased", held=len(claims.held))
 
 
 def _process_in_time(
     runtime: Runtime, ctx: HeartbeatContext, handler: Callable[..., Any], bet: Bet, deadline: float
 ) -> dict[str, Any]:
-    if time.monotonic() > deadline:
-        ctx.log("deadline", bet=bet.bet_id)
-        return {"bet_id": bet.bet_id, "seq": bet.seq, "outcome": "skipped", "error": "time limit near"}
+    if ctx.stop.is_set() or time.monotonic() > deadline:
+        ctx.log("deadline", bet=bet.bet_id, stopping=ctx.stop.reason)
+        why = f"stopping: {ctx.stop.reason}" if ctx.stop.is_set() else "time limit near"
+        return {"bet_id": bet.bet_id, "seq": bet.seq, "outcome": "skipped", "error": why}
     return _process_bet(runtime, ctx, handler, bet)
 
 
@@ -315,10 +395,13 @@ def _process_bet(
             return {**outcome, "outcome": "skipped", "error": "moved by someone else"}
         decision = handler(BetContext(ctx, bet))
         return {**outcome, **_commit(runtime, ctx, bet, decision)}
-    except TransientError as exc:
-        if isinstance(exc, ExternalCallFailed):
-            return {**outcome, **_failed(runtime, ctx, claimed, str(exc))}
+    except ServiceUnavailable:
         raise
+    except ExternalCallFailed as exc:
+        return {**outcome, **_failed(runtime, ctx, claimed, str(exc))}
+    except HeartbeatStopped as exc:  # not the bet's fault: no failure is counted on it
+        ctx.log("abandoned", bet=claimed.bet_id, reason=exc.reason)
+        return {**outcome, "outcome": "abandoned", "error": str(exc)}
     except TransitionRefused as exc:
         ctx.log("refused", bet=claimed.bet_id, reason=exc.reason)
         if isinstance(exc, StaleBet):  # lost a race: the bet moved, nothing to learn
@@ -429,20 +512,72 @@ def _renewing(claims: Claims, ttl: timedelta) -> Iterator[None]:
         thread.join(timeout=5)
 
 
-def _finish(runtime: Runtime, record: HeartbeatRecord) -> None:
+def _finish(runtime: Runtime, record: HeartbeatRecord, overwrite: bool) -> None:
+    """Log the record and store it; a store that stays down loses the record, not the work."""
     record.finished_at = clock(runtime.db).now()
     logs.emit(record.line(), record.trace)
-    write_record(runtime.db, record.to_doc())
+    doc = record.to_doc()
+    writing = Retrying(
+        stop=stop_after_delay(RECORD_WRITE_WINDOW_S),
+        wait=wait_exponential(multiplier=0.5, max=5),
+        retry=retry_if_exception_type(LedgerUnavailable),
+        reraise=True,
+    )
+    try:
+        writing(write_record, runtime.db, doc, overwrite)
+    except LedgerUnavailable as exc:
+        # Raising would make Celery run the whole heartbeat again for a record.
+        logs.emit(f"{record.line()} record-not-stored={first_line(exc)}", [])
 
 
-def write_record(db: Database[Document], doc: Document) -> None:
-    """Store one heartbeat record (keyed by the heartbeat id)."""
+def write_record(db: Database[Document], doc: Document, overwrite: bool = True) -> None:
+    """Store one heartbeat record (keyed by the heartbeat id); ``overwrite`` an earlier one?"""
     with translated("heartbeat record"):
         try:
             db[HEARTBEATS].insert_one(doc)  # an insert: its cost does not grow with history
         except DuplicateKeyError:
-            # The same heartbeat ran before (a retry or a redelivery): its last run's record wins.
-            db[HEARTBEATS].replace_one({"_id": doc["_id"]}, doc)
+            # Another delivery of this heartbeat finished first: the run that did the work wins,
+            # a skipped copy never overwrites it.
+            if overwrite:
+                db[HEARTBEATS].replace_one({"_id": doc["_id"]}, doc)
 
 
-__all__ = ["HeartbeatRecord", "LoadedProtocols", "Runtime", "get_runtime", "run_heartbeat"]
+def record_unrun(
+    db: Database[dict[str, Any]], heartbeat_id: str, agent: str, reason: str, status: str, error: str
+) -> None:
+    """Record a heartbeat Celery dropped (``expired``) or killed (``killed``); never overwrites."""
+    now = clock(db).now()
+    record = HeartbeatRecord(
+        heartbeat_id=heartbeat_id,
+        agent=agent,
+        reason=reason,
+        started_at=now,
+        spec_protocol_version="",
+        status=status,
+        error=error,
+        finished_at=now,
+    )
+    logs.emit(record.line())
+    with suppress(DuplicateKeyError), translated("heartbeat record"):
+        db[HEARTBEATS].insert_one(record.to_doc())
+
+
+def stored_record(db: Database[dict[str, Any]], heartbeat_id: str) -> HeartbeatRecord | None:
+    """The stored record of heartbeat ``heartbeat_id``, or None if it never finished."""
+    with translated("reading a heartbeat record"):
+        doc = db[HEARTBEATS].find_one({"_id": heartbeat_id})
+    if doc is None:
+        return None
+    known = {f.name for f in fields(HeartbeatRecord)} - {"heartbeat_id"}
+    return HeartbeatRecord(heartbeat_id=heartbeat_id, **{k: v for k, v in doc.items() if k in known})
+
+
+__all__ = [
+    "HeartbeatRecord",
+    "LoadedProtocols",
+    "Runtime",
+    "get_runtime",
+    "record_unrun",
+    "run_heartbeat",
+    "stored_record",
+]

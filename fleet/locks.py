@@ -1,70 +1,119 @@
-"""One heartbeat per agent at a time across every worker: a Redis lock with a TTL.
+"""One heartbeat per agent at a time across every worker: a short Redis lease, kept alive.
 
-redis-py's :class:`redis.lock.Lock` (a token in a key with an expiry, released
-only by its holder) does exactly this. The TTL is the agent's time limit plus a
-margin, and the holder pushes it back while the heartbeat runs: the agent's time
-limit is not Celery's hard limit (one for every task), so a heartbeat may run past
-it and must not lose its lock meanwhile. A SIGKILLed holder stops renewing, so it
-blocks its agent for one TTL at most.
+redis-py's :class:`redis.lock.Lock` (a token in a key with an expiry, released only
+by its holder) does exactly this. The lease is short (``AGENT_LOCK_TTL_S``, 30 s) and
+a renewer thread pushes it back every third of it while the heartbeat runs: a live
+heartbeat keeps its lock however long it runs (Celery's time limits end it, not the
+lock), and a SIGKILLed holder blocks its agent for one lease at most.
+
+The token is the heartbeat's id (Celery's task id), so a redelivered copy of a
+heartbeat recognises its own earlier run's lease and waits for it to lapse.
+
+A renewal that finds the key gone or someone else's token (failover, eviction,
+FLUSHDB), or that could not reach Redis for a whole lease, means the lock is lost:
+:attr:`AgentLock.lost` is set and ``on_lost`` is called, and the heartbeat stops
+starting work. The lost lock is never touched again.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 
 import redis
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from fleet.constants import AGENT_LOCK_KEY
+from fleet.constants import AGENT_LOCK_KEY, AGENT_LOCK_RENEWALS_PER_TTL, AGENT_LOCK_TTL_S
 from fleet.errors import BrokerUnavailable
 
-#: Seconds the lock outlives the agent's time limit (margin for start-up and the final write).
-LOCK_MARGIN_S = 5
-#: The holder renews the lock this many times per TTL (so one missed renewal is harmless).
-RENEWALS_PER_TTL = 3
+#: Seconds to wait for the renewer thread to notice it must stop.
+RENEWER_JOIN_S = 5.0
+
+
+@dataclass
+class AgentLock:
+    """The outcome of taking an agent's lock; true when this heartbeat holds it."""
+
+    key: str
+    acquired: bool
+    holder: str | None = None  # the holder's token when someone else has it
+    lost: threading.Event = field(default_factory=threading.Event)
+
+    def __bool__(self) -> bool:
+        return self.acquired
 
 
 @contextmanager
-def agent_lock(client: redis.Redis, agent: str, time_limit_s: int) -> Iterator[bool]:
-    """Hold the agent's lock for the block; yields False (and holds nothing) if it is taken."""
-    ttl = time_limit_s + LOCK_MARGIN_S
+def agent_lock(
+    client: redis.Redis,
+    agent: str,
+    ttl_s: float = AGENT_LOCK_TTL_S,
+    token: str | None = None,
+    on_lost: Callable[[], None] | None = None,
+) -> Iterator[AgentLock]:
+    """Hold the agent's lock for the block; yields a false :class:`AgentLock` if it is taken."""
+    key = AGENT_LOCK_KEY.format(agent=agent)
     # Not thread-local: the renewer thread must see the token the acquiring thread got.
-    lock = client.lock(AGENT_LOCK_KEY.format(agent=agent), timeout=ttl, thread_local=False)
-    try:
-        acquired = bool(lock.acquire(blocking=False))
-    except redis.RedisError as exc:
-        raise BrokerUnavailable(f"agent lock for {agent!r}: {exc}") from None
-    if not acquired:
-        yield False
+    lock = client.lock(key, timeout=ttl_s, thread_local=False)
+    hold = _acquire(client, lock, key, token or uuid.uuid4().hex, ttl_s)
+    if not hold:
+        yield hold
         return
     stop = threading.Event()
     renewer = threading.Thread(
-        target=_renew, args=(lock, ttl / RENEWALS_PER_TTL, stop), name="fleet-lock-renewer", daemon=True
+        target=_renew, args=(lock, hold, ttl_s, stop, on_lost), name="fleet-lock-renewer", daemon=True
     )
     renewer.start()
     try:
-        yield True
+        yield hold
     finally:
         stop.set()
-        renewer.join(timeout=5)
-        # LockError: it expired first, someone else may hold it now. RedisError: the key
-        # expires on its own; the heartbeat's outcome is already recorded.
-        with suppress(LockError, redis.RedisError):
-            lock.release()
+        renewer.join(timeout=RENEWER_JOIN_S)
+        if not hold.lost.is_set():
+            # LockError: it lapsed first, someone else may hold it now. RedisError: the key
+            # expires on its own within one lease; the heartbeat's outcome is already known.
+            with suppress(LockError, redis.RedisError):
+                lock.release()
 
 
-def _renew(lock: Lock, every_s: float, stop: threading.Event) -> None:
-    """Reset the lock's TTL every ``every_s`` until ``stop`` is set or the lock is lost."""
-    while not stop.wait(every_s):
+def _acquire(client: redis.Redis, lock: Lock, key: str, token: str, ttl_s: float) -> AgentLock:
+    try:
+        if lock.acquire(blocking=False, token=token):
+            return AgentLock(key, True)
+        holder = client.get(key)
+        # Our own earlier run (a redelivery after a crash): its lease lapses within one TTL.
+        mine = holder == token.encode()
+        if mine and lock.acquire(blocking=True, blocking_timeout=ttl_s + 1, token=token):
+            return AgentLock(key, True)
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(f"agent lock {key!r}: {exc}") from None
+    return AgentLock(key, False, holder.decode(errors="replace") if isinstance(holder, bytes) else None)
+
+
+def _renew(
+    lock: Lock, hold: AgentLock, ttl_s: float, stop: threading.Event, on_lost: Callable[[], None] | None
+) -> None:
+    """Reset the lease every third of it until ``stop`` is set; flag the lock lost when it is."""
+    renewed_at = time.monotonic()
+    while not stop.wait(ttl_s / AGENT_LOCK_RENEWALS_PER_TTL):
         try:
             lock.reacquire()
+            renewed_at = time.monotonic()
+            continue
         except LockError:
-            return  # it expired and may be someone else's: never touch it again
+            pass  # gone, or someone else's token: lost
         except redis.RedisError:
-            continue  # a blip: the next renewal still comes before the TTL runs out
+            if time.monotonic() - renewed_at < ttl_s:
+                continue  # a blip: the lease still runs; the next renewal may get through
+        hold.lost.set()
+        if on_lost is not None:
+            on_lost()
+        return
 
 
 def held_locks(client: redis.Redis, agents: list[str]) -> dict[str, float]:

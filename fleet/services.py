@@ -145,7 +145,9 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None, env: dict[str, str]
 
 
 def start_redis(service: Service) -> int:
-    """Start redis-server on loopback; no persistence, ``noeviction`` (evicted keys are lost tasks)."""
+    """Start redis-server on loopback with an append-only file (fsynced every second), so a
+    restart keeps queued heartbeats, unacked ones and agent locks; ``noeviction`` (evicted
+    keys are lost tasks)."""
     binary = redis_binary()
     service.dir.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -157,7 +159,9 @@ def start_redis(service: Service) -> int:
         "--save",
         "",
         "--appendonly",
-        "no",
+        "yes",
+        "--appendfsync",
+        "everysec",
         "--maxmemory-policy",
         "noeviction",
         "--dir",

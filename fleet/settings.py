@@ -16,6 +16,8 @@
 | FLEET_SIM_LATENCY_S    | 0.05                             | latency of one simulated lookup (demo handlers) |
 | FLEET_STORE_SQLITE_DIR | (the local FerretDB's data folder) | SQLite folder of the FerretDB in use, so fleet can index it; unset for MongoDB |
 | FLEET_RETENTION_DAYS   | 14                               | claims, heartbeats, refusals, failures, task events and probes older than this are pruned |
+| FLEET_LOCK_TTL_S       | 30                               | agent lock lease (s), renewed every third of it: a dead worker blocks its agent this long |
+| FLEET_CANCEL_ON_CONNECTION_LOSS | false                   | cut running heartbeats when the broker connection drops (Celery's ``worker_cancel_long_running_tasks_on_connection_loss``) |
 | FLEET_WAKE            | true                             | wake an agent when a bet arrives at a stage it polls (fleet-wide switch) |
 | FLEET_WAKE_MIN_GAP_S   | 1.0                              | at most one wake per agent per this many seconds (coalesces bursts) |
 | FLEET_WAKE_MAX_CONCURRENT | 8                             | no wake is sent while this many heartbeats run or wait to start, fleet-wide |
@@ -23,7 +25,7 @@
 | FLEET_BEAT_LOCK_TTL_S  | 10                               | a dead active beat's lock lapses after this long; a standby then takes over |
 | FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
-| FLEET_FLOWER_PASSWORD  | fleet                            | Flower basic-auth password; change it outside a laptop |
+| FLEET_FLOWER_PASSWORD  | (none: Flower refuses to start; the demo uses ``fleet``) | Flower basic-auth password, read from the environment (never argv) |
 | FLEET_WEB_HOST         | 127.0.0.1                        | address the web console (``fleet web``) binds |
 | FLEET_WEB_PORT         | 8089                             | its port |
 | FLEET_WEB_USER         | fleet                            | its basic-auth user |
@@ -40,7 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleet.constants import MAX_PROTOCOLS_BYTES, MAX_RETENTION_DAYS, RETENTION_DAYS
+from fleet.constants import AGENT_LOCK_TTL_S, MAX_PROTOCOLS_BYTES, MAX_RETENTION_DAYS, RETENTION_DAYS
 from fleet.errors import SettingsError
 
 #: Ports of the local services the project starts itself (not the standard ones,
@@ -68,6 +70,8 @@ class Settings(BaseSettings):
     sim_latency_s: float = Field(default=0.05, ge=0.0, le=60.0)
     store_sqlite_dir: Path | None = None
     retention_days: float = Field(default=RETENTION_DAYS, gt=0, le=MAX_RETENTION_DAYS)
+    lock_ttl_s: float = Field(default=AGENT_LOCK_TTL_S, ge=1, le=600)
+    cancel_on_connection_loss: bool = False
     wake: bool = True
     wake_min_gap_s: float = Field(default=1.0, ge=0.0, le=3600.0)
     wake_max_concurrent: int = Field(default=8, ge=1, le=10000)
@@ -75,7 +79,7 @@ class Settings(BaseSettings):
     beat_lock_ttl_s: float = Field(default=10.0, ge=1.0, le=3600.0)
     flower_port: int = Field(default=5555, gt=0, lt=65536)
     flower_user: str = "fleet"
-    flower_password: str = "fleet"
+    flower_password: str | None = None
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8089, gt=0, lt=65536)
     web_user: str = Field(default="fleet", min_length=1)

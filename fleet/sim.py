@@ -91,15 +91,20 @@ def _choose(by_kind: dict[str, str], passed: bool, park: bool) -> str | None:
 
 
 def scout(ctx: HeartbeatContext) -> None:
-    """A sourcing agent: write a few raw ideas to the ledger."""
-    rng = random.Random()
-    for _ in range(IDEAS_PER_SCOUT):
+    """A sourcing agent: write a few raw ideas to the ledger.
+
+    Ideas are seeded by the heartbeat and keyed by their number, so a retried or
+    redelivered heartbeat writes the same ideas under the same bet ids (found, not doubled).
+    """
+    rng = _rng(ctx.heartbeat_id, ctx.agent)
+    for number in range(IDEAS_PER_SCOUT):
         idea = f"{ctx.agent.replace('_', ' ')} idea #{rng.randrange(10**6)}"
         signal = _try_lookup(ctx, "source_feed", idea)
         if signal is None:  # the feed is down: skip this idea, keep the heartbeat
             ctx.count("failed")
             continue
-        ctx.create_bet({"idea": idea, "signal": round(signal["score"], 3), "source": ctx.agent})
+        fields = {"idea": idea, "signal": round(signal["score"], 3), "source": ctx.agent}
+        ctx.create_bet(fields, key=f"idea-{number}")
 
 
 # --- sweep handlers: live bets, services and board tasks; they never move a stage ----

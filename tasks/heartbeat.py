@@ -11,14 +11,26 @@ import uuid
 from typing import Any
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import task_revoked
+from celery.worker.request import Request
 
 from fleet import celery_app, wake
+from fleet.agents import get_registry
 from fleet.constants import HEARTBEAT_REASONS, HEARTBEAT_TASK
-from fleet.errors import TRANSIENT_ERRORS, BadTaskArguments, ConfigError, UnknownAgent
-from fleet.heartbeat import get_runtime, run_heartbeat
+from fleet.errors import (
+    CLIP_CHARS,
+    TASK_RETRY_ERRORS,
+    BadTaskArguments,
+    ConfigError,
+    FleetError,
+    UnknownAgent,
+    clipped,
+    first_line,
+)
+from fleet.heartbeat import get_runtime, record_unrun, run_heartbeat
 from fleet.protocols import DEFAULT_TASK_RETRY, TaskRetryPolicy, load_protocols
 from fleet.settings import get_settings
+from fleet.store import database
 
 app = celery_app.get_app()
 
@@ -48,7 +60,7 @@ def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str,
     try:
         bound = signature().bind(*args, **kwargs)
     except TypeError as exc:
-        raise BadTaskArguments(f"{HEARTBEAT_TASK}: {exc}") from None
+        raise BadTaskArguments(f"{HEARTBEAT_TASK}: {first_line(exc, CLIP_CHARS * 2)}") from None
     bound.apply_defaults()
     agent, reason, debug = (
         bound.arguments["agent"],
@@ -56,12 +68,53 @@ def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str,
         bound.arguments["debug"],
     )
     if not isinstance(agent, str) or not agent:
-        raise BadTaskArguments(f"{HEARTBEAT_TASK}: agent must be a non-empty string, got {agent!r}")
+        raise BadTaskArguments(f"{HEARTBEAT_TASK}: agent must be a non-empty string, got {clipped(agent)}")
     if reason not in HEARTBEAT_REASONS:
-        raise BadTaskArguments(f"{HEARTBEAT_TASK}: reason must be one of {HEARTBEAT_REASONS}, got {reason!r}")
+        raise BadTaskArguments(
+            f"{HEARTBEAT_TASK}: reason must be one of {HEARTBEAT_REASONS}, got {clipped(reason)}"
+        )
     if not isinstance(debug, bool):
-        raise BadTaskArguments(f"{HEARTBEAT_TASK}: debug must be true or false, got {debug!r}")
+        raise BadTaskArguments(f"{HEARTBEAT_TASK}: debug must be true or false, got {clipped(debug)}")
     return agent, reason, debug
+
+
+def agent_time_limits(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[float, float] | None:
+    """The (soft, hard) time limits of the agent a heartbeat is for; None if the arguments are bad."""
+    try:
+        agent = parse_arguments(tuple(args), dict(kwargs))[0]
+        return get_registry().require(agent).time_limits
+    except FleetError:
+        return None  # the task body reports bad arguments, once
+
+
+class HeartbeatRequest(Request):  # type: ignore[misc]
+    """A received heartbeat: Celery enforces its agent's own limits, whoever sent it.
+
+    Beat, ``fleet trigger`` and ``celery call`` alike: the worker reads the agent from
+    the message and sets the soft and hard limits it runs under (a sender's explicit
+    ``soft_time_limit``/``time_limit`` wins). Celery's pool enforces them: SIGUSR1 raises
+    ``SoftTimeLimitExceeded`` in the heartbeat, and at the hard limit the process is killed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not any(getattr(self, "time_limits", None) or ()):
+            limits = agent_time_limits(self.args or (), self.kwargs or {})
+            if limits is not None:
+                soft, hard = limits
+                self.time_limits = (hard, soft)  # Celery's order
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        """Celery's hard limit killed the heartbeat's process: say so on its record."""
+        super().on_timeout(soft, timeout)
+        if not soft:
+            _record_unrun(
+                self.id,
+                self.args,
+                self.kwargs,
+                "killed",
+                f"hard time limit ({timeout:g}s) reached: process killed; its claims and lock lapse",
+            )
 
 
 class HeartbeatTask(Task):  # type: ignore[misc]
@@ -80,8 +133,9 @@ class HeartbeatTask(Task):  # type: ignore[misc]
     name=HEARTBEAT_TASK,
     bind=True,
     base=HeartbeatTask,
-    # Store or broker unreachable: retry the whole heartbeat (it is idempotent).
-    autoretry_for=TRANSIENT_ERRORS,
+    # Store or broker unreachable: retry the whole heartbeat (it is idempotent). Never for a
+    # failed external call: that stays inside the heartbeat, on its record.
+    autoretry_for=TASK_RETRY_ERRORS,
     # Exponential backoff, capped, with jitter so retries of many agents do not align.
     retry_backoff=True,
     retry_backoff_max=TASK_RETRY.backoff_max_s,
@@ -92,17 +146,18 @@ class HeartbeatTask(Task):  # type: ignore[misc]
     throws=(BadTaskArguments, UnknownAgent, ConfigError),
     # Heartbeat outcomes are also kept as task results for `celery call` users.
     ignore_result=False,
+    # Each agent's own soft and hard time limits (see HeartbeatRequest).
+    Request=HeartbeatRequest,
 )
 def heartbeat(self: Task, agent: str, reason: str = "scheduled", debug: bool = False) -> dict[str, Any]:
     """Run one heartbeat of ``agent`` and return its compact record."""
     runtime = get_runtime()
     spec = runtime.registry.require(agent)
     heartbeat_id = self.request.id or uuid.uuid4().hex
-    try:
-        with wake.tracked(runtime, agent, heartbeat_id, reason, spec.time_limit):
-            record = run_heartbeat(runtime, agent, reason, debug, heartbeat_id=heartbeat_id)
-    except SoftTimeLimitExceeded:
-        raise  # claims expire on their own; the next heartbeat takes the bets over
+    # The soft time limit is handled inside (recorded as "timeout"); at the hard one Celery
+    # kills the process, and the claims and the agent lock expire within one lease.
+    with wake.tracked(runtime, agent, heartbeat_id, reason, spec.time_limit):
+        record = run_heartbeat(runtime, agent, reason, debug, heartbeat_id=heartbeat_id)
     wake.after_heartbeat(runtime, record)
     return {
         "agent": record.agent,
@@ -111,6 +166,23 @@ def heartbeat(self: Task, agent: str, reason: str = "scheduled", debug: bool = F
         "duration_s": record.duration_s,
         "error": record.error,
     }
+
+
+@task_revoked.connect
+def _record_expired(sender: Any = None, request: Any = None, expired: bool = False, **_: Any) -> None:
+    """A heartbeat dropped unrun because it expired is on the record, not silently gone."""
+    if not expired or getattr(sender, "name", None) != HEARTBEAT_TASK or request is None:
+        return
+    why = "expired before a worker ran it (a backlog, or redelivered after its worker died)"
+    _record_unrun(request.id, request.args, request.kwargs, "expired", why)
+
+
+def _record_unrun(task_id: str, args: Any, kwargs: Any, status: str, error: str) -> None:
+    try:
+        agent, reason, _debug = parse_arguments(tuple(args or ()), dict(kwargs or {}))
+        record_unrun(database(get_settings()), task_id, agent, reason, status, error)
+    except FleetError:
+        pass  # bad arguments or the store down: Celery's own log line still says what happened
 
 
 def signature() -> inspect.Signature:

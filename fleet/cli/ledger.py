@@ -20,6 +20,7 @@ from fleet.cli.common import connect
 from fleet.cli.output import (
     add,
     at_least_one,
+    at_most,
     console,
     emit,
     json_option,
@@ -32,7 +33,7 @@ from fleet.cli.output import (
     table,
     when,
 )
-from fleet.constants import OPERATOR
+from fleet.constants import MAX_SEED_BETS, OPERATOR
 from fleet.errors import BadArgument
 from fleet.handoff import HANDOFF_WINDOW_H, Handoff
 from fleet.pipeline import Pipeline, fill_seed_fields
@@ -255,6 +256,7 @@ def seed(
 ) -> None:
     """Create N items in the initial stage, through an agent that may create them and the enforcer."""
     at_least_one("N", n)
+    at_most("N", n, MAX_SEED_BETS)
     registry = get_registry()
     creator = _creator(registry, agent)
     templates = _templates(registry.pipeline, field or [])

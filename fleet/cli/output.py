@@ -83,6 +83,11 @@ def at_least_one(name: str, value: float) -> None:
         raise BadArgument(f"{name} must be at least 1, got {value:g}")
 
 
+def at_most(name: str, value: int, limit: int) -> None:
+    if value > limit:
+        raise BadArgument(f"{name} must be at most {limit}, got {value}")
+
+
 def positive(name: str, value: float) -> None:
     if value <= 0:
         raise BadArgument(f"{name} must be more than 0, got {value:g}")

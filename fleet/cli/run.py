@@ -17,6 +17,7 @@ from fleet.cli.output import console, emit, json_option, say
 from fleet.constants import HEARTBEAT_TASK
 from fleet.dispatch import send
 from fleet.errors import BadArgument
+from fleet.flower import check_procfile
 from fleet.routing import route_task
 from fleet.settings import get_settings
 from fleet.store import ping_mongo, ping_redis
@@ -43,6 +44,7 @@ def up(procfile: Path = PROCFILE_OPTION) -> None:
     settings = get_settings()
     if not procfile.is_file():
         raise BadArgument(f"no Procfile at {procfile}: run from the project folder or pass --procfile")
+    check_procfile(procfile, settings)
     for name, pid in svc.up(svc.for_settings(settings)).items():
         console.print(f"{name}: running (pid {pid})")
     ping_redis(settings)

@@ -107,6 +107,8 @@ class Enforcer:
     ) -> Bet:
         """Create a bet in the initial stage at seq 0; only the pipeline's creators may.
 
+        A ``bet_id`` this same ``heartbeat_id`` and agent already created is returned as is
+        (a retried or redelivered heartbeat creates nothing twice).
         Raises NotOwner (not a creator) or DuplicateBet (``bet_id`` taken), both recorded;
         InvalidBetData if ``fields`` or ``evidence`` cannot be stored (nothing recorded).
         """
@@ -124,8 +126,19 @@ class Enforcer:
             record = self._new_record(attempt, candidate, 0, None, CREATE_KIND, verdict, evidence, fields)
             if self.ledger.commit(record):
                 return self._project(record, None)
+            if (replayed := self._replayed_creation(candidate, agent, heartbeat_id)) is not None:
+                return replayed
         taken = candidates[-1]
         raise self._refused(replace(attempt, bet_id=taken), DuplicateBet(taken))
+
+    def _replayed_creation(self, bet_id: str, agent: str, heartbeat_id: str | None) -> Bet | None:
+        """The bet, if this very heartbeat created it before (a retry or a redelivery), else None."""
+        if heartbeat_id is None:
+            return None
+        first = self.ledger.record(bet_id, 0)
+        if first is None or (first.agent, first.heartbeat_id) != (agent, heartbeat_id):
+            return None
+        return self.ledger.get(bet_id)  # rolls the projection forward if that run died before it
 
     def advance(
         self,

@@ -44,6 +44,12 @@ def test_seed_needs_at_least_one_bet(db: Database[Document], n: str) -> None:
     assert counts(db) == before
 
 
+def test_seed_refuses_more_than_its_maximum_before_creating_anything(db: Database[Document]) -> None:
+    before = counts(db)
+    assert_one_line_error(run_cli("seed", "1000000000"), "N must be at most 10000, got 1000000000")
+    assert counts(db) == before
+
+
 @pytest.mark.parametrize(
     "args",
     [["bets", "--limit", "0"], ["board", "--limit", "-1"], ["status", "--interval", "0"]],

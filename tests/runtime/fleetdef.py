@@ -1,7 +1,9 @@
 """A small fleet for runtime tests: its pipeline, catalogue and handlers.
 
 Handlers read their behaviour from the bet's own fields (``fail_calls``, ``crash``,
-``sleep_s``, ``verdict``), so each test states what should happen as data.
+``sleep_s``, ``verdict``, ``store_down``), so each test states what should happen as data.
+Sweep agents: ``maker`` creates a bet, ``caller`` makes an external call that always fails,
+``sleeper`` hangs far past its 3 s time limit.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from typing import Any
 
 from fleet.context import BetContext, Decision, HeartbeatContext
-from fleet.errors import ExternalCallFailed
+from fleet.errors import ExternalCallFailed, LedgerUnavailable
 
 PIPELINE: dict[str, Any] = {
     "name": "test-pipeline",
@@ -44,7 +46,7 @@ def _spec(name: str, queue: str, handler: str, **extra: Any) -> dict[str, Any]:
 
 
 CATALOGUE: dict[str, Any] = {
-    "queues": ["alpha", "beta", "ops"],
+    "queues": ["alpha", "beta", "slow", "ops"],
     "agents": [
         _spec("maker", "beta", "make", creates=True),
         _spec(
@@ -64,8 +66,13 @@ CATALOGUE: dict[str, Any] = {
             owns=[["checked", "done"]],
             batch_size=50,
         ),
+        _spec("caller", "beta", "call_out"),
+        _spec("sleeper", "slow", "linger", time_limit=3),
     ],
 }
+
+#: How long the sleeper's handler hangs (far past its time limit).
+LINGER_S = 120
 
 #: Highest number of lookups seen running at once (parallel-within-a-heartbeat check).
 PEAK_LOOKUPS = {"now": 0, "peak": 0}
@@ -91,10 +98,20 @@ def make(ctx: HeartbeatContext) -> None:
     ctx.create_bet({"idea": "made by a heartbeat"})
 
 
+def call_out(ctx: HeartbeatContext) -> None:
+    ctx.call(lookup, "crm", {"fail_calls": True})
+
+
+def linger(ctx: HeartbeatContext) -> None:
+    time.sleep(LINGER_S)
+
+
 def check(ctx: BetContext) -> Decision:
     fields = ctx.bet.fields
     if fields.get("crash"):
         raise ValueError("handler bug on this bet")
+    if fields.get("store_down"):
+        raise LedgerUnavailable("store down (as the bet asked)")
     time.sleep(float(fields.get("sleep_s", 0)))
     sources = ctx.gather(*(lambda s=s: ctx.call(lookup, s, fields) for s in ("a", "b", "c", "d", "e")))
     if fields.get("verdict") == "wait":

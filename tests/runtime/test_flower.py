@@ -11,6 +11,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,12 +23,10 @@ from .conftest import TEST_FLEET_ENV
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def flower(stack, start_worker, tmp_path) -> Iterator[int]:
-    start_worker(queues="alpha,beta,ops", **TEST_FLEET_ENV)
-    port = free_port()
+def start_flower(stack, tmp_path, port: int, **env: str) -> subprocess.Popen[bytes]:
+    """Flower as the Procfile starts it: credentials from the environment, not argv."""
     log = (tmp_path / "flower.log").open("wb")
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -37,19 +36,27 @@ def flower(stack, start_worker, tmp_path) -> Iterator[int]:
             "flower",
             "--address=127.0.0.1",
             f"--port={port}",
-            "--basic-auth=ops:s3cret",
+            "--conf=flowerconfig.py",
             f"--db={tmp_path / 'flower.db'}",
         ],
         cwd=ROOT,
-        env={**os.environ, **stack.env, **TEST_FLEET_ENV},
+        env={**os.environ, **stack.env, **TEST_FLEET_ENV, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+@pytest.fixture
+def flower(stack, start_worker, tmp_path) -> Iterator[int]:
+    start_worker(queues="alpha,beta,ops", **TEST_FLEET_ENV)
+    port = free_port()
+    proc = start_flower(stack, tmp_path, port, FLEET_FLOWER_USER="ops", FLEET_FLOWER_PASSWORD="s3cret")
     yield port
+    # The password was never on a command line (``ps`` shows every user's)
+    assert b"s3cret" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=20)
-    log.close()
 
 
 def get(port: int, path: str, auth: str | None) -> tuple[int, bytes]:
@@ -77,3 +84,30 @@ def test_flower_reports_the_fleet_queue_lengths_with_basic_auth(flower, redis) -
     # And refuses without credentials, or with wrong ones
     assert get(flower, "/api/queues/length", None)[0] == 401
     assert get(flower, "/api/queues/length", "ops:wrong")[0] == 401
+
+
+def test_flower_refuses_to_start_without_a_password(stack, tmp_path) -> None:
+    proc = start_flower(stack, tmp_path, free_port())
+    assert proc.wait(timeout=60) == 2
+    output = (tmp_path / "flower.log").read_text()
+    assert "error: FLEET_FLOWER_PASSWORD is not set" in output and "Traceback" not in output
+
+
+def test_flower_warns_when_it_runs_on_the_demo_password(stack, tmp_path) -> None:
+    port = free_port()
+    proc = start_flower(stack, tmp_path, port, FLEET_FLOWER_PASSWORD="fleet")
+    try:
+        wait_for(lambda: get(port, "/api/queues/length", "fleet:fleet")[0] == 200, 60, "Flower up")
+        assert "warning: Flower uses the demo password" in (tmp_path / "flower.log").read_text()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def test_fleet_up_refuses_a_procfile_with_flower_when_no_password_is_set(stack, tmp_path) -> None:
+    from ..cli.conftest import assert_one_line_error, run_cli
+
+    procfile = tmp_path / "Procfile"
+    procfile.write_text((ROOT / "Procfile").read_text())
+    ran = run_cli("up", "--procfile", str(procfile))
+    assert_one_line_error(ran, "starts Flower, which needs FLEET_FLOWER_PASSWORD")

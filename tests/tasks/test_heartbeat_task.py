@@ -34,6 +34,23 @@ def test_bad_arguments_give_one_clear_error(args, kwargs, message) -> None:
         parse_arguments(args, kwargs)
 
 
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [(("a", "x" * 10_000), {}), ((), {"agent": "a", "x" * 10_000: 1}), ((["x" * 10_000],), {})],
+)
+def test_untrusted_arguments_are_clipped_in_the_error(args, kwargs) -> None:
+    with pytest.raises(BadTaskArguments) as raised:
+        parse_arguments(args, kwargs)
+    assert len(str(raised.value)) < 300
+
+
+def test_an_unknown_agent_of_ten_thousand_characters_is_clipped_in_its_error() -> None:
+    from fleet.errors import UnknownAgent
+
+    message = str(UnknownAgent("a" * 10_000))
+    assert len(message) < 120 and "(10002 chars)" in message
+
+
 def test_the_task_retry_policy_comes_from_the_protocols_file(tmp_path) -> None:
     # Given a protocols file with its own Celery-level retry numbers
     import os
