@@ -27,8 +27,8 @@ test: setup
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check fleet tasks tests bench beat_schedule.py
-	$(BIN)/ruff format --check fleet tasks tests bench beat_schedule.py
+	$(BIN)/ruff check fleet tasks tests bench beat_schedule.py examples
+	$(BIN)/ruff format --check fleet tasks tests bench beat_schedule.py examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

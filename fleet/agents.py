@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterable
 from contextlib import suppress
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fleet.constants import DEFAULT_SPEC_OWNER, STOP_GRACE_S
 from fleet.errors import CatalogueError, HandlerImportError, UnknownAgent
+from fleet.external import CommandHandler, WebhookHandler
 from fleet.pipeline import NAME_PATTERN, Pipeline, load_object, load_pipeline
 from fleet.settings import get_settings
 
@@ -66,7 +67,11 @@ class AgentSpec(BaseModel):
     time_limit: int = Field(default=600, ge=1, le=3600, description="hard limit, seconds")
     expected_seconds: float = Field(default=60.0, gt=0, description="typical duration")
     protocol_version: str
-    handler: str = Field(pattern=r"^[\w.]+:\w+$")
+    #: ``"module:function"`` (Python, in the worker), ``{"command": [...]}`` or ``{"webhook": URL}``
+    #: (external agents, see fleet.external).
+    handler: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")] | CommandHandler | WebhookHandler
+    #: Instructions file (markdown + front matter), relative to FLEET_INSTRUCTIONS_DIR.
+    instructions: str | None = Field(default=None, min_length=1)
     #: Who answers for this spec: refusal-loop tasks about the agent are assigned to them.
     owner: str = Field(default=DEFAULT_SPEC_OWNER, pattern=NAME_PATTERN)
     #: Run an extra heartbeat when a bet arrives at a stage it polls (see fleet.wake).
@@ -220,16 +225,28 @@ def spec_fingerprint(spec: AgentSpec) -> str:
     spec or deploying a fixed handler offers the held bets to the agent again.
     """
     digest = hashlib.sha256(spec.model_dump_json().encode())
-    module = sys.modules.get(spec.handler.partition(":")[0])
-    source = getattr(module, "__file__", None)
-    if source:
+    for source in _handler_sources(spec):
         with suppress(OSError):
             digest.update(Path(source).read_bytes())
     return digest.hexdigest()[:16]
 
 
+def _handler_sources(spec: AgentSpec) -> list[str]:
+    """Files whose change is a new handler: the Python module, or a command's program files."""
+    if isinstance(spec.handler, CommandHandler):
+        return [arg for arg in spec.handler.command if Path(arg).is_file()]
+    if isinstance(spec.handler, WebhookHandler):
+        return []  # the service is deployed elsewhere: only the spec can tell a fix
+    source = getattr(sys.modules.get(spec.handler.partition(":")[0]), "__file__", None)
+    return [source] if source else []
+
+
 def resolve_handler(spec: AgentSpec) -> Callable[..., Any]:
     """Import the spec's handler; a bad path raises :class:`HandlerImportError`."""
+    if isinstance(spec.handler, CommandHandler | WebhookHandler):
+        from fleet.external import resolve
+
+        return resolve(spec)
     module_name, _, attribute = spec.handler.partition(":")
     try:
         handler = getattr(importlib.import_module(module_name), attribute)

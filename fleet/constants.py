@@ -23,6 +23,8 @@ FAILURES: Final = "bet_failures"
 #: The task board and each task's history.
 TASKS: Final = "tasks"
 TASK_EVENTS: Final = "task_events"
+#: Usage an agent reported (tokens in/out, cost) per call, for budgets and spend per day.
+USAGE: Final = "usage"
 #: Bets an agent is no longer offered after refusing too often; ``_id = "<agent>:<bet>:<seq>"``.
 HOLDS: Final = "holds"
 #: End-to-end probes: a worker writes one when it runs `fleet.probe` (doctor, smoke test).
@@ -40,6 +42,7 @@ COLLECTIONS: Final = (
     TASK_EVENTS,
     PROBES,
     HOLDS,
+    USAGE,
 )
 
 #: Index definitions per collection: (name, [(field, direction)], unique).
@@ -60,6 +63,7 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
         ("assignee_status", [("assignee", 1), ("status", 1)], False),
         ("dedupe_generation", [("dedupe_key", 1), ("generation", 1)], False),
     ],
+    USAGE: [("agent_at", [("agent", 1), ("at", 1)], False)],
     TASK_EVENTS: [
         ("task_at", [("task_id", 1), ("at", 1)], False),
         ("task_seq", [("task_id", 1), ("seq", 1)], False),
@@ -72,7 +76,7 @@ RETENTION_DAYS: Final = 14.0
 MAX_RETENTION_DAYS: Final = 3650.0
 
 #: Collections pruned by age alone, and their time field: TTL indexes on MongoDB.
-TTL_FIELDS: Final = {HEARTBEATS: "started_at", REFUSALS: "at", PROBES: "at"}
+TTL_FIELDS: Final = {HEARTBEATS: "started_at", REFUSALS: "at", PROBES: "at", USAGE: "at"}
 
 #: The expression FerretDB v1.24's SQLite backend filters ``_id`` with, and the suffix of the
 #: index fleet adds on it (see fleet.store.indexes).

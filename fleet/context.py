@@ -182,6 +182,15 @@ class HeartbeatContext:
             raise ExternalCallFailed(f"{name} failed after {tries} attempts: {last}") from None
         raise AssertionError("unreachable: tenacity returns or raises")
 
+    def report_usage(
+        self, *, tokens_in: int = 0, tokens_out: int = 0, cost_usd: float = 0.0, model: str = ""
+    ) -> None:
+        """Record model usage of this heartbeat; it counts toward the agent's daily budget."""
+        from fleet import usage  # lazy: usage reads the board and protocols, which import this module
+
+        usage.record(self.db, self.agent, self.heartbeat_id, tokens_in=tokens_in, tokens_out=tokens_out,
+                     cost_usd=cost_usd, model=model)  # fmt: skip
+
     def create_bet(self, fields: dict[str, Any], bet_id: str | None = None, key: object = None) -> Bet:
         """Create a bet through the enforcer (only creator agents may).
 
@@ -236,3 +245,10 @@ class BetContext:
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return self.heartbeat.call(fn, *args, **kwargs)
+
+    def report_usage(
+        self, *, tokens_in: int = 0, tokens_out: int = 0, cost_usd: float = 0.0, model: str = ""
+    ) -> None:
+        self.heartbeat.report_usage(
+            tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost_usd, model=model
+        )

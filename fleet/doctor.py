@@ -63,7 +63,30 @@ def _definition_checks(settings: Settings, procfile: Path) -> list[Check]:
     catalogue, registry = catalogue_check(settings)
     if registry is None:
         return [checked, catalogue]
-    return [checked, catalogue, handlers_check(registry), procfile_check(registry, procfile)]
+    checks = [checked, catalogue, handlers_check(registry), procfile_check(registry, procfile)]
+    return checks + mcp_checks(settings, registry)
+
+
+def mcp_checks(settings: Settings, registry: Registry) -> list[Check]:
+    """With external agents in the catalogue: ``fleet mcp`` answers and accepts their tokens."""
+    from fleet.external import CommandHandler, WebhookHandler
+
+    external = [spec.name for spec in registry if isinstance(spec.handler, CommandHandler | WebhookHandler)]
+    if not external:
+        return []
+
+    def probe() -> tuple[None, str]:
+        from fleet.mcp.client import check
+        from fleet.mcp.tokens import mint
+
+        agent = check(settings.mcp_endpoint, mint(settings, external[0], 60))["agent"]
+        return (
+            None,
+            f"{settings.mcp_endpoint} answers and accepts {agent}'s token ({len(external)} external agents)",
+        )
+
+    fix = "start `fleet mcp` (a Procfile line) and give workers and server the same FLEET_MCP_SECRET"
+    return [_attempt("mcp", fix, probe)[0]]
 
 
 def settings_check() -> tuple[Check, Settings | None]:

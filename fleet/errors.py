@@ -222,6 +222,27 @@ class HeartbeatStopped(RuntimeFleetError):
         self.reason = reason
 
 
+class ExternalAgentFailed(RuntimeFleetError):
+    """An external agent (command or webhook) failed: bad exit, bad output, time limit; nothing moved."""
+
+
+class AgentToolsUnavailable(RuntimeFleetError):
+    """The MCP server does not answer or refuses the agent's token: the agent is not run blind."""
+
+
+# --- agent identity (MCP tokens) ----------------------------------------------------
+
+
+class TokenRejected(FleetError):
+    """A bearer token is missing, forged, expired, signed by a rotated key or used out of scope."""
+
+    def __init__(self, reason: str, agent: str | None = None) -> None:
+        super().__init__(f"token rejected: {reason}")
+        self.reason = reason
+        #: The agent the token claims to be (unverified when the signature failed), if any.
+        self.agent = agent
+
+
 # --- the task board ---------------------------------------------------------------
 
 

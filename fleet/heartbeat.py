@@ -37,7 +37,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from fleet import fanout, handoff, logs, wake
+from fleet import external, fanout, handoff, instructions, logs, usage, wake
 from fleet.agents import AgentSpec, Registry, get_registry, resolve_handler, spec_fingerprint
 from fleet.board import Board, Task
 from fleet.constants import HEARTBEATS
@@ -139,6 +139,7 @@ class HeartbeatRecord:
     status: str = "ok"
     protocol_version: str | None = None
     protocol_hash: str | None = None
+    instructions_hash: str | None = None
     actions: dict[str, int] = field(default_factory=dict)
     bets: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
@@ -221,6 +222,12 @@ def _run_locked(
         _file_protocol_task(runtime, spec, exc)
         return
     record.protocol_version, record.protocol_hash = loaded.version, loaded.hash
+    record.instructions_hash = instructions.stamp(runtime.settings, spec)
+    if over := usage.over_budget(runtime.db, loaded, spec.name):
+        record.status, record.error = "skipped", over
+        with suppress(FleetError):  # best effort: the skip itself is on the record
+            usage.file_budget_task(runtime.board, spec.name, spec.owner, over, record.started_at)
+        return
     ctx = HeartbeatContext(
         spec=spec,
         heartbeat_id=record.heartbeat_id,
@@ -237,6 +244,7 @@ def _run_locked(
     ctx.log("start", protocol=loaded.version, hash=loaded.hash, open_tasks=len(ctx.tasks))
     try:
         handler = resolve_handler(spec)
+        external.preflight(handler, ctx)  # an external agent is never run without its tools
         if spec.per_bet:
             _run_per_bet(runtime, ctx, handler, record)
         else:
@@ -394,7 +402,7 @@ def _process_bet(
         if bet.seq != claimed.seq or bet.stage not in ctx.spec.polls:
             return {**outcome, "outcome": "skipped", "error": "moved by someone else"}
         decision = handler(BetContext(ctx, bet))
-        return {**outcome, **_commit(runtime, ctx, bet, decision)}
+        return {**outcome, **_commit(runtime, ctx, bet, decision), **external.report_of(decision)}
     except ServiceUnavailable:
         raise
     except ExternalCallFailed as exc:
@@ -458,6 +466,8 @@ def _hold_if_looping(
 def _commit(runtime: Runtime, ctx: HeartbeatContext, bet: Bet, decision: Any) -> dict[str, Any]:
     if not isinstance(decision, Decision):
         raise TypeError(f"handler returned {type(decision).__name__}, expected Decision")
+    if outside := external.moved_outside(decision):
+        return outside  # an external agent moved the bet itself, through the MCP tools
     if decision.to_stage is None:
         runtime.enforcer.ledger.touch(bet)  # to the back of the stage's queue: newer bets get a turn
         ctx.log("deferred", bet=bet.bet_id, verdict=decision.verdict)

@@ -97,6 +97,20 @@ class EscalationPolicy(_Strict):
     refusal_loop_window_h: float = Field(default=1.0, gt=0, le=24 * 365)
 
 
+class BudgetPolicy(_Strict):
+    """Per-agent daily spend caps (US dollars per UTC day) on the usage agents report."""
+
+    daily_usd: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("daily_usd")
+    @classmethod
+    def _positive(cls, caps: dict[str, float]) -> dict[str, float]:
+        bad = sorted(agent for agent, usd in caps.items() if usd < 0)
+        if bad:
+            raise ValueError(f"daily budgets must not be negative, not for {bad}")
+        return caps
+
+
 class LoggingPolicy(_Strict):
     """The compact heartbeat log line: its format name and the fields it carries."""
 
@@ -131,6 +145,8 @@ class Protocols(_Strict):
     escalation: EscalationPolicy
     logging: LoggingPolicy
     handoff_rules: tuple[str, ...] = Field(min_length=1)
+    # A default, so protocols files written before budgets stay valid.
+    budgets: BudgetPolicy = Field(default_factory=BudgetPolicy)
     history: tuple[HistoryEntry, ...] = ()
 
     @field_validator("version")

@@ -30,7 +30,18 @@ from typing import Any
 from pymongo.database import Database
 
 from fleet.board import TaskStatus
-from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, HOLDS, PROBES, REFUSALS, TASK_EVENTS, TASKS
+from fleet.constants import (
+    BETS,
+    CLAIMS,
+    FAILURES,
+    HEARTBEATS,
+    HOLDS,
+    PROBES,
+    REFUSALS,
+    TASK_EVENTS,
+    TASKS,
+    USAGE,
+)
 from fleet.store import translated
 
 Doc = dict[str, Any]
@@ -62,6 +73,7 @@ def prune(db: Database[Doc], window: timedelta, now: datetime, *, dry_run: bool 
             HEARTBEATS: _older(db, HEARTBEATS, "started_at", cutoff),
             REFUSALS: _older(db, REFUSALS, "at", cutoff),
             PROBES: _older(db, PROBES, "at", cutoff),
+            USAGE: _older(db, USAGE, "at", cutoff),  # budgets read only today's
             FAILURES: _old_failures(db, cutoff, current),
             HOLDS: _old_holds(db, cutoff, current),
             CLAIMS: _old_claim_chains(db, cutoff, current),

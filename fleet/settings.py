@@ -7,6 +7,7 @@
 | FLEET_BROKER_URL       | redis://127.0.0.1:6390/0         | Celery broker and lock store; unset = local Redis |
 | FLEET_PROTOCOLS_DIR    | protocols                        | folder holding the shared protocols file |
 | FLEET_PROTOCOLS_MAX_BYTES | 1048576 (1 MiB)               | a larger protocols file is refused before parsing |
+| FLEET_INSTRUCTIONS_DIR | instructions                     | folder of the agents' instructions files (a spec's `instructions` is relative to it) |
 | FLEET_PIPELINE         | (built-in default pipeline)      | ``module:attribute`` or a YAML/JSON file |
 | FLEET_CATALOGUE        | (built-in 52-agent catalogue)    | ``module:attribute`` or a YAML/JSON file |
 | FLEET_DEBUG            | false                            | add the decision trace to every heartbeat log |
@@ -26,6 +27,11 @@
 | FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
 | FLEET_FLOWER_PASSWORD  | (none: Flower refuses to start; the demo uses ``fleet``) | Flower basic-auth password, read from the environment (never argv) |
+| FLEET_MCP_SECRET       | (unset: `fleet mcp` generates FLEET_HOME/mcp_secret) | HMAC key (32+ bytes) signing agent tokens; never logged or printed; set it when the fleet spans hosts |
+| FLEET_MCP_KEY_ID       | k1                               | id of the current signing key; change it with the secret to rotate (older tokens stop working) |
+| FLEET_MCP_HOST         | 127.0.0.1                        | address `fleet mcp` listens on (streamable HTTP) |
+| FLEET_MCP_PORT         | 8765                             | port `fleet mcp` listens on |
+| FLEET_MCP_URL          | http://HOST:PORT/mcp             | where agents and heartbeats reach the MCP server |
 | FLEET_WEB_HOST         | 127.0.0.1                        | address the web console (``fleet web``) binds |
 | FLEET_WEB_PORT         | 8089                             | its port |
 | FLEET_WEB_USER         | fleet                            | its basic-auth user |
@@ -39,7 +45,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fleet.constants import AGENT_LOCK_TTL_S, MAX_PROTOCOLS_BYTES, MAX_RETENTION_DAYS, RETENTION_DAYS
@@ -61,6 +67,7 @@ class Settings(BaseSettings):
     broker_url: str = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
     protocols_dir: Path = Path("protocols")
     protocols_max_bytes: int = Field(default=MAX_PROTOCOLS_BYTES, gt=0)
+    instructions_dir: Path = Path("instructions")
     pipeline: str | None = None
     catalogue: str | None = None
     debug: bool = False
@@ -80,6 +87,11 @@ class Settings(BaseSettings):
     flower_port: int = Field(default=5555, gt=0, lt=65536)
     flower_user: str = "fleet"
     flower_password: str | None = None
+    mcp_secret: SecretStr | None = None  # SecretStr: repr() and logs show ********
+    mcp_key_id: str = Field(default="k1", min_length=1, max_length=64)
+    mcp_host: str = "127.0.0.1"
+    mcp_port: int = Field(default=8765, gt=0, lt=65536)
+    mcp_url: str | None = None
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8089, gt=0, lt=65536)
     web_user: str = Field(default="fleet", min_length=1)
@@ -111,6 +123,11 @@ class Settings(BaseSettings):
         if self.store_sqlite_dir is not None:
             return self.store_sqlite_dir
         return ferretdb_data_dir(self.home) if self.local_mongo else None
+
+    @property
+    def mcp_endpoint(self) -> str:
+        """The MCP server's URL as agents reach it (``FLEET_MCP_URL``, else host and port)."""
+        return self.mcp_url or f"http://{self.mcp_host}:{self.mcp_port}/mcp"
 
     @property
     def web_url(self) -> str:

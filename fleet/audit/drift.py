@@ -30,7 +30,37 @@ def drift_findings(
         *_stale_protocol_findings(db, loaded, now),
         *_spec_pipeline_findings(registry),
         *_sla_override_findings(registry.pipeline, loaded, auditor),
+        *_instructions_findings(registry, loaded, db),
     ]
+
+
+#: How an instructions problem (fleet.instructions.Drift.kind) becomes a finding.
+_INSTRUCTIONS_KINDS = {
+    "missing": (FindingKind.INSTRUCTIONS_MISSING, "fix the instructions file of {agent}"),
+    "behind": (
+        FindingKind.INSTRUCTIONS_BEHIND,
+        "update the instructions of {agent} to the current protocols",
+    ),
+    "changed": (FindingKind.INSTRUCTIONS_CHANGED, "{agent} has not run since its instructions changed"),
+}
+
+
+def _instructions_findings(
+    registry: Registry, loaded: LoadedProtocols, db: Database[Doc]
+) -> Iterator[Finding]:
+    """Instructions files missing or malformed, written for other protocols, or changed since the last run."""
+    from fleet import instructions  # lazy: the audit of a fleet without instructions never reads a file
+    from fleet.settings import get_settings
+
+    for problem in instructions.drift(get_settings(), registry, loaded, db):
+        kind, title = _INSTRUCTIONS_KINDS[problem.kind]
+        yield Finding(
+            kind=kind,
+            agent=problem.agent,
+            detail={"problem": problem.detail},
+            dedupe_key=f"drift:instructions-{problem.kind}:{problem.agent}",
+            title=f"{title.format(agent=problem.agent)}: {problem.detail}",
+        )
 
 
 def _spec_version_findings(registry: Registry, loaded: LoadedProtocols) -> Iterator[Finding]:

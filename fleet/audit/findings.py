@@ -30,6 +30,9 @@ class FindingKind(StrEnum):
     OSCILLATING = "oscillating"
     DEAD_END = "dead_end"
     REFUSAL_LOOP = "refusal_loop"
+    INSTRUCTIONS_MISSING = "instructions_missing"
+    INSTRUCTIONS_BEHIND = "instructions_behind"
+    INSTRUCTIONS_CHANGED = "instructions_changed"
 
 
 class Finding(BaseModel):

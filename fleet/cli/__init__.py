@@ -12,6 +12,7 @@ One module per command group, each registering its commands on :data:`app`:
 | :mod:`~fleet.cli.audits` | ``fleet audit``, ``fleet verify`` |
 | :mod:`~fleet.cli.retention` | ``fleet prune`` |
 | :mod:`~fleet.cli.doctor` | ``fleet doctor`` |
+| :mod:`~fleet.cli.external` | ``fleet mcp``, ``fleet token`` (external agents) |
 | :mod:`fleet.web.command` | ``fleet web`` (the console; its logic lives in :mod:`fleet.web`) |
 
 A new group (``mcp``, ``token``, ``web``...) is one more module with a
@@ -33,7 +34,7 @@ import typer
 from kombu.exceptions import OperationalError as KombuOperationalError
 from pymongo.errors import PyMongoError
 
-from fleet.cli import audits, board, definitions, doctor, ledger, retention, run, services
+from fleet.cli import audits, board, definitions, doctor, external, ledger, retention, run, services
 from fleet.cli.output import fail, help_without_command
 from fleet.errors import FleetError, first_line
 from fleet.web.command import web as web_command
@@ -56,6 +57,7 @@ definitions.register(app)
 audits.register(app)
 retention.register(app)
 doctor.register(app)
+external.register(app)
 app.add_typer(services.app, name="services")
 app.add_typer(board.app, name="board")
 app.command("web")(web_command)

@@ -18,22 +18,25 @@ def agents(as_json: bool = json_option()) -> None:
     if emit(rows, as_json):
         return
     view = table(
-        "agent", "group/queue", "starts (UTC)", "polls", "owns", "protocols", "beats", "last heartbeat"
-    )
+        "agent", "group/queue", "starts (UTC)", "polls", "owns", "protocols", "beats", "spend today",
+        "last heartbeat",
+    )  # fmt: skip
     for row in rows:
         polls = ", ".join(row.polls) or (f"creates {ops.noun}s" if row.creates else "-")
         owns = "\n".join(row.owns) or "-"
         starts = " ".join(row.starts)
         last = _last_beat(row.last)
+        kind = "" if row.handler_kind == "python" else f" ({row.handler_kind})"
         add(
             view,
-            row.name,
+            row.name + kind,
             f"{row.group}/{row.queue}",
             starts,
             polls,
             owns,
             row.protocol_version,
             row.heartbeats,
+            f"${row.spend_today_usd:.2f}" if row.spend_today_usd else "-",
             last,
         )
     show(view)

@@ -94,6 +94,9 @@ def status_view(s: queries.Status, noun: str) -> RenderableType:
         audit,
         f"peak concurrent heartbeats (24h): {peak.peak} at {when(peak.at)} ({peak.heartbeats} heartbeats)",
     ]
+    if s.spend_today:
+        spent = ", ".join(f"{escape(agent)} ${cost:.2f}" for agent, cost in sorted(s.spend_today.items()))
+        lines.append(f"spend today (UTC): {spent}")
     grid = Table.grid(padding=(0, 4))
     grid.add_row(_stages_view(s.stages, noun), Group(_throughput_view(s.throughput), _queues_view(s.queues)))
     moves = _refused_moves_view(s.refused_moves)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pymongo.database import Database
 
-from fleet.agents import Registry
+from fleet import usage
+from fleet.agents import AgentSpec, Registry
+from fleet.external import CommandHandler, WebhookHandler
 from fleet.queries.activity import HeartbeatSummary, heartbeats_per_agent
 from fleet.queries.common import Doc, Model
 from fleet.schedule import HourLoad, all_start_minutes, load_report, peak_running
+from fleet.store import clock
 
 
 class AgentRow(Model):
@@ -24,11 +27,14 @@ class AgentRow(Model):
     protocol_version: str
     heartbeats: int
     last: HeartbeatSummary | None
+    handler_kind: str  # python, command or webhook
+    spend_today_usd: float  # reported usage since midnight UTC (see fleet.usage)
 
 
 def agent_rows(db: Database[Doc], registry: Registry) -> list[AgentRow]:
     """Every agent of the catalogue, in catalogue order."""
     minutes = all_start_minutes(registry)
+    spent = usage.spend(db, None, usage.day_start(clock(db).now()))
     beats = {row.agent: row for row in heartbeats_per_agent(db, registry.names())}
     return [
         AgentRow(
@@ -43,9 +49,18 @@ def agent_rows(db: Database[Doc], registry: Registry) -> list[AgentRow]:
             protocol_version=spec.protocol_version,
             heartbeats=beats[spec.name].count,
             last=beats[spec.name].last,
+            handler_kind=handler_kind(spec),
+            spend_today_usd=round(spent.get(spec.name, 0.0), 4),
         )
         for spec in registry
     ]
+
+
+def handler_kind(spec: AgentSpec) -> str:
+    """How the agent runs: a Python function in the worker, a command line or a webhook."""
+    if isinstance(spec.handler, CommandHandler):
+        return "command"
+    return "webhook" if isinstance(spec.handler, WebhookHandler) else "python"
 
 
 class HourRow(Model):

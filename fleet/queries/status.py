@@ -8,7 +8,7 @@ from pathlib import Path
 from pymongo import DESCENDING
 from pymongo.database import Database
 
-from fleet import audit
+from fleet import audit, usage
 from fleet.agents import Registry
 from fleet.board import Board, Task
 from fleet.constants import TASKS
@@ -89,6 +89,8 @@ class Status(Model):
     queues: dict[str, int]
     peak: Peak
     handoffs: list[Handoff] = []
+    #: Reported usage cost per agent since midnight UTC (agents that reported any).
+    spend_today: dict[str, float] = {}
 
 
 def status_report(
@@ -107,6 +109,7 @@ def status_report(
         throughput=throughput(db, minutes, now),
         refusals=refusals,
         refused_moves=refused_moves(db, now - REFUSED_MOVES_WINDOW),
+        spend_today={a: round(c, 4) for a, c in usage.spend(db, None, usage.day_start(now)).items()},
         drift=drift,
         stranded=stranded,
         audit_error=error,
