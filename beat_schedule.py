@@ -1,17 +1,17 @@
 """Celery beat's schedule, built from the agent specs: one staggered entry per agent.
 
 Only beat builds it: the app names :class:`Scheduler` as ``beat_scheduler``, so
-workers, Flower and ``celery call`` never load it. Run exactly one beat
-(``celery -A fleet beat``), or every heartbeat runs twice.
+workers, Flower and ``celery call`` never load it. Any number of ``celery -A fleet beat``
+may run: the scheduler is :class:`fleet.beat.SingletonScheduler`, so one sends while the
+others stand by.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery.beat import PersistentScheduler
-
 from fleet.agents import Registry
+from fleet.beat import SingletonScheduler
 from fleet.constants import HEARTBEAT_TASK
 from fleet.schedule import DAY, load_report, peak_running, schedules
 
@@ -47,8 +47,8 @@ def build_beat_schedule(registry: Registry, day_seconds: float = DAY) -> dict[st
     }
 
 
-class Scheduler(PersistentScheduler):  # type: ignore[misc]
-    """Celery's file-backed scheduler, with one entry per agent added when beat starts."""
+class Scheduler(SingletonScheduler):
+    """The singleton file-backed scheduler, with one entry per agent added when beat starts."""
 
     def setup_schedule(self) -> None:
         from fleet.agents import get_registry

@@ -51,8 +51,10 @@ def _drop(url: str, db_name: str) -> None:
 
 
 @contextmanager
-def worker(app: str, queues: str, concurrency: int, env: dict[str, str], log: Path) -> Iterator[None]:
-    """A real ``celery -A <app> worker`` process, ready when the block starts."""
+def worker(
+    app: str, queues: str, concurrency: int, env: dict[str, str], log: Path, pool: str | None = None
+) -> Iterator[None]:
+    """A real ``celery -A <app> worker`` process (``pool``: Celery's ``-P``), ready when the block starts."""
     cmd = [
         sys.executable,
         "-m",
@@ -70,6 +72,7 @@ def worker(app: str, queues: str, concurrency: int, env: dict[str, str], log: Pa
         "INFO",
         "-n",
         f"bench{time.monotonic_ns()}@%h",
+        *(["-P", pool] if pool else []),
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(

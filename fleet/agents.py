@@ -74,6 +74,11 @@ class AgentSpec(BaseModel):
     instructions: str | None = Field(default=None, min_length=1)
     #: Who answers for this spec: refusal-loop tasks about the agent are assigned to them.
     owner: str = Field(default=DEFAULT_SPEC_OWNER, pattern=NAME_PATTERN)
+    #: Run an extra heartbeat when a bet arrives at a stage it polls (see fleet.wake).
+    wake: bool = True
+    #: Bets of this agent that may run at once fleet-wide as their own ``fleet.bet`` tasks
+    #: (external rate limits); 0 keeps every batch in-process. See fleet.fanout for the rule.
+    fan_out: int = Field(default=0, ge=0, le=1000)
 
     @property
     def time_limits(self) -> tuple[float, float]:

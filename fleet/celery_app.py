@@ -28,11 +28,12 @@ TASK_TIME_LIMIT = 3660
 #: heartbeat would be delivered twice; much longer, and a dead host's heartbeat expires first.
 REDELIVERY_MARGIN_S = 300
 
-#: Beat's scheduler: Celery's file-backed one, plus the fleet's entries built when beat starts.
+#: Beat's scheduler: Celery's file-backed one, ticking only while it holds the fleet's beat lock
+#: (fleet.beat), plus the fleet's entries built when beat starts.
 BEAT_SCHEDULER = "beat_schedule:Scheduler"
 
 #: Modules holding task definitions; workers import them at start.
-TASK_MODULES = ["tasks.heartbeat", "tasks.probe"]
+TASK_MODULES = ["tasks.heartbeat", "tasks.bet", "tasks.probe"]
 
 
 def make_app(settings: Settings | None = None) -> Celery:

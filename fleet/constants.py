@@ -91,10 +91,29 @@ AGENT_LOCK_TTL_S: Final = 30.0
 #: The live holder renews its lease this many times per lease (every 10 s by default), so
 #: two renewals in a row may fail (a Redis blip) before the lease lapses.
 AGENT_LOCK_RENEWALS_PER_TTL: Final = 3
+#: Held by the one active beat (fleet.beat); a standby beat ticks only once it takes it.
+BEAT_LOCK_KEY: Final = "fleet:beat:lock"
+#: Set when a beat sends an entry for one slot (epoch ms), so no slot is sent twice across beats.
+BEAT_SENT_KEY: Final = "fleet:beat:sent:{entry}:{slot}"
+#: Bet tasks of one agent dispatched and not finished, fleet-wide: member task id -> expiry (epoch s).
+FANOUT_RUNNING_KEY: Final = "fleet:fanout:{agent}"
+#: Heartbeats running or woken and not started yet, fleet-wide: a sorted set, member -> expiry (epoch s).
+RUNNING_HEARTBEATS_KEY: Final = "fleet:heartbeats:running"
+#: Present while an agent was woken less than the minimum gap ago (coalesces a burst of arrivals).
+WAKE_GAP_KEY: Final = "fleet:wake:gap:{agent}"
+#: Agents a full cap turned away: woken when a heartbeat ends and frees a slot.
+WAKE_WAITING_KEY: Final = "fleet:wake:waiting"
+#: Set when a bet arrived while the agent was running: it is woken again when that heartbeat ends.
+WAKE_AGAIN_KEY: Final = "fleet:wake:again:{agent}"
 
 # --- Celery -----------------------------------------------------------------------
 HEARTBEAT_TASK: Final = "fleet.heartbeat"
-HEARTBEAT_REASONS: Final = ("scheduled", "adhoc")
+#: "wake": sent by fleet.wake when a bet arrives at a stage the agent polls.
+HEARTBEAT_REASONS: Final = ("scheduled", "adhoc", "wake")
+#: One bet of a fanned-out heartbeat (fleet.fanout), on its agent's queue.
+BET_TASK: Final = "fleet.bet"
+#: The ``reason`` on a bet task's part record (it is not a heartbeat of its own).
+BET_PART_REASON: Final = "bet"
 PROBE_TASK: Final = "fleet.probe"
 #: Seconds between an agent's soft time limit (the heartbeat stops its bet threads, records
 #: and releases) and its hard limit (``time_limit``: Celery kills the process); capped at a

@@ -17,31 +17,33 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import redis
 from pymongo.database import Database
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from fleet import queries
+from fleet import queries, wake
 from fleet import services as svc
 from fleet.agents import Registry, get_registry
 from fleet.constants import HEARTBEATS, REFUSALS, TRANSITIONS
 from fleet.errors import TransitionRefused
 from fleet.flower import DEMO_PASSWORD
+from fleet.handoff import handoffs
 from fleet.ledger import Enforcer
 from fleet.logs import format_actions
 from fleet.pipeline import fill_seed_fields
 from fleet.routing import queue_names
 from fleet.schedule import load_report, peak_running
 from fleet.settings import Settings, get_settings, mask_url
-from fleet.store import Document, database, ensure_indexes, ping_mongo, ping_redis
+from fleet.store import Document, database, ensure_indexes, ping_mongo, ping_redis, redis_client
 
 console = Console()
 
@@ -239,7 +241,21 @@ def summary(db: Database[Document], registry: Registry, settings: Settings, refu
         f"{', demo password' if settings.flower_password is None else ''}),"
         f" the web console at {settings.web_url} (user {settings.web_user})",
     ]
-    return Group(_stage_table(db, registry), agents, Panel("\n".join(lines), title="Summary"))
+    return Group(
+        _stage_table(db, registry), agents, _handoff_table(db), Panel("\n".join(lines), title="Summary")
+    )
+
+
+def _handoff_table(db: Database[Document]) -> Table:
+    """Handoff latency per stage over the whole demo, next to the peak in the summary."""
+    view = Table(
+        "stage", "agent", "bets", "median s", "p95 s", "max s", title="Handoff latency (arrival -> pickup)"
+    )
+    for row in handoffs(db, datetime(1970, 1, 1, tzinfo=UTC)):
+        view.add_row(
+            row.stage, row.agent, str(row.bets), f"{row.median_s:.2f}", f"{row.p95_s:.2f}", f"{row.max_s:.2f}"
+        )
+    return view
 
 
 def _audit_lines(db: Database[Document], registry: Registry, settings: Settings) -> list[str]:
@@ -279,6 +295,7 @@ def run_demo(options: DemoOptions) -> int:
         seed(enforcer, registry, options.bets)
         refusal = show_a_refusal(enforcer, registry)
         _start_processes(stack, settings, options, logs)
+        _wake_first_gates(settings, registry)
         _watch(db, registry, options)
         console.print(summary(db, registry, settings, refusal))
         console.print(f"logs: {logs}")
@@ -303,6 +320,19 @@ def _start_processes(stack: ExitStack, settings: Settings, options: DemoOptions,
         f"started beat, {len(workers)} workers, Flower ({settings.flower_url}) and the web console"
         f" ({settings.web_url}, user {settings.web_user}); logs in {logs}"
     )
+
+
+@dataclass
+class _Waker:
+    registry: Registry
+    settings: Settings
+    redis: redis.Redis
+
+
+def _wake_first_gates(settings: Settings, registry: Registry) -> None:
+    """The seeded bets arrived before any worker ran: wake the agents polling the first stage."""
+    with closing(redis_client(settings.broker_url)) as client:
+        wake.on_arrival(_Waker(registry, settings, client), registry.pipeline.initial_stage)
 
 
 def _watch(db: Database[Document], registry: Registry, options: DemoOptions) -> None:

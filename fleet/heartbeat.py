@@ -37,7 +37,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from fleet import external, instructions, logs, usage
+from fleet import external, fanout, handoff, instructions, logs, usage, wake
 from fleet.agents import AgentSpec, Registry, get_registry, resolve_handler, spec_fingerprint
 from fleet.board import Board, Task
 from fleet.constants import HEARTBEATS
@@ -306,11 +306,15 @@ def _run_per_bet(
     ]
     if held:
         ctx.count("held", len(held))
+    if fanout.wanted(spec, len(candidates)):  # each bet its own task, on any worker of the queue
+        return fanout.dispatch(runtime, ctx, candidates, record)
     futures: list[Future[dict[str, Any]]] = []
+    pickups: dict[str, dict[str, Any]] = {}
     try:
         with _renewing(claims, ttl):
             try:
                 for bet in _claim_batch(ctx, claims, candidates, record):
+                    pickups.update(handoff.picked_up([bet], ctx.now))  # pickup time: its claim
                     task = partial(_process_in_time, runtime, ctx, handler, bet, deadline)
                     futures.append(runtime.bet_pool.submit(task))
                 wait(futures)
@@ -319,7 +323,10 @@ def _run_per_bet(
                 wait(futures)  # bet threads stop at their next call: none outlives its claim
                 raise
             finally:
-                _collect(futures, ctx, record)
+                try:
+                    _collect(futures, ctx, record)
+                finally:
+                    handoff.annotate(record.bets, pickups)
     finally:
         # Only once the renewer and every bet thread have stopped: on FerretDB a renewal racing
         # a release writes the whole claim back and can undo ``released_at`` (a phantom lease).
@@ -476,6 +483,7 @@ def _commit(runtime: Runtime, ctx: HeartbeatContext, bet: Bet, decision: Any) ->
         stamp=ctx.protocols.stamp,
         view=bet,
     )
+    wake.on_arrival(runtime, moved.stage)  # the next owner runs now, not at its next slot
     edge = runtime.registry.pipeline.edge(bet.stage, moved.stage)
     kind = move_outcome(edge.kind if edge else Kind.ADVANCE, moved.stage)
     ctx.log(kind, bet=bet.bet_id, to=moved.stage, verdict=decision.verdict)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fleet.constants import HEARTBEAT_TASK, OPS_QUEUE
+from fleet.constants import BET_TASK, HEARTBEAT_TASK, OPS_QUEUE
 
 if TYPE_CHECKING:
     from fleet.agents import Registry
@@ -27,8 +27,8 @@ def queue_names(registry: Registry | None = None) -> list[str]:
 def route_task(
     name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any
 ) -> dict[str, str]:
-    """Celery router: heartbeats by agent, everything else to ``ops``."""
-    if name != HEARTBEAT_TASK:
+    """Celery router: heartbeats and bet tasks by agent, everything else to ``ops``."""
+    if name not in (HEARTBEAT_TASK, BET_TASK):
         return {"queue": OPS_QUEUE}
     agent = _agent_argument(args, kwargs)
     from fleet.agents import get_registry

@@ -89,6 +89,14 @@ class DaySchedule(BaseSchedule):  # type: ignore[misc]
                 return base + offset
         return base + self.day_seconds + self.scaled[0]
 
+    def last_at_or_before(self, t: float) -> float:
+        """The latest start at or before epoch second ``t`` (the slot a beat sending now serves)."""
+        base = math.floor(t / self.day_seconds) * self.day_seconds
+        for offset in reversed(self.scaled):
+            if base + offset <= t:
+                return base + offset
+        return base - self.day_seconds + self.scaled[-1]
+
     def is_due(self, last_run_at: datetime) -> schedstate:
         now = self.now().timestamp()
         due = self.next_after(last_run_at.timestamp()) <= now

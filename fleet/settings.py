@@ -19,6 +19,11 @@
 | FLEET_RETENTION_DAYS   | 14                               | claims, heartbeats, refusals, failures, task events and probes older than this are pruned |
 | FLEET_LOCK_TTL_S       | 30                               | agent lock lease (s), renewed every third of it: a dead worker blocks its agent this long |
 | FLEET_CANCEL_ON_CONNECTION_LOSS | false                   | cut running heartbeats when the broker connection drops (Celery's ``worker_cancel_long_running_tasks_on_connection_loss``) |
+| FLEET_WAKE            | true                             | wake an agent when a bet arrives at a stage it polls (fleet-wide switch) |
+| FLEET_WAKE_MIN_GAP_S   | 1.0                              | at most one wake per agent per this many seconds (coalesces bursts) |
+| FLEET_WAKE_MAX_CONCURRENT | 8                             | no wake is sent while this many heartbeats run or wait to start, fleet-wide |
+| FLEET_WAKE_EXPIRES_S   | 60                               | a wake not started within this long is dropped (the schedule still runs) |
+| FLEET_BEAT_LOCK_TTL_S  | 10                               | a dead active beat's lock lapses after this long; a standby then takes over |
 | FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
 | FLEET_FLOWER_PASSWORD  | (none: Flower refuses to start; the demo uses ``fleet``) | Flower basic-auth password, read from the environment (never argv) |
@@ -74,6 +79,11 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=RETENTION_DAYS, gt=0, le=MAX_RETENTION_DAYS)
     lock_ttl_s: float = Field(default=AGENT_LOCK_TTL_S, ge=1, le=600)
     cancel_on_connection_loss: bool = False
+    wake: bool = True
+    wake_min_gap_s: float = Field(default=1.0, ge=0.0, le=3600.0)
+    wake_max_concurrent: int = Field(default=8, ge=1, le=10000)
+    wake_expires_s: float = Field(default=60.0, ge=1.0, le=86400.0)
+    beat_lock_ttl_s: float = Field(default=10.0, ge=1.0, le=3600.0)
     flower_port: int = Field(default=5555, gt=0, lt=65536)
     flower_user: str = "fleet"
     flower_password: str | None = None

@@ -1,4 +1,4 @@
-"""``fleet.heartbeat(agent, reason="scheduled"|"adhoc", debug=False)``: one task for every agent.
+"""``fleet.heartbeat(agent, reason="scheduled"|"adhoc"|"wake", debug=False)``: one task for every agent.
 
 Sent by beat, by ``fleet trigger`` and by ``celery -A fleet call fleet.heartbeat
 --args='["agent"]'``; the router puts it on the agent's queue either way.
@@ -7,13 +7,14 @@ Sent by beat, by ``fleet trigger`` and by ``celery -A fleet call fleet.heartbeat
 from __future__ import annotations
 
 import inspect
+import uuid
 from typing import Any
 
 from celery import Task
 from celery.signals import task_revoked
 from celery.worker.request import Request
 
-from fleet import celery_app
+from fleet import celery_app, wake
 from fleet.agents import get_registry
 from fleet.constants import HEARTBEAT_REASONS, HEARTBEAT_TASK
 from fleet.errors import (
@@ -151,10 +152,13 @@ class HeartbeatTask(Task):  # type: ignore[misc]
 def heartbeat(self: Task, agent: str, reason: str = "scheduled", debug: bool = False) -> dict[str, Any]:
     """Run one heartbeat of ``agent`` and return its compact record."""
     runtime = get_runtime()
-    runtime.registry.require(agent)
+    spec = runtime.registry.require(agent)
+    heartbeat_id = self.request.id or uuid.uuid4().hex
     # The soft time limit is handled inside (recorded as "timeout"); at the hard one Celery
     # kills the process, and the claims and the agent lock expire within one lease.
-    record = run_heartbeat(runtime, agent, reason, debug, heartbeat_id=self.request.id)
+    with wake.tracked(runtime, agent, heartbeat_id, reason, spec.time_limit):
+        record = run_heartbeat(runtime, agent, reason, debug, heartbeat_id=heartbeat_id)
+    wake.after_heartbeat(runtime, record)
     return {
         "agent": record.agent,
         "status": record.status,

@@ -66,6 +66,9 @@ def test_a_short_demo_moves_bets_to_terminal_stages_and_stops_everything(stack, 
     assert len(demo_db["heartbeats"].distinct("agent")) >= 40
     assert int(re.search(r"transitions (\d+)", out).group(1)) >= 1
     assert Enforcer(demo_db, pipeline).verify() == []
+    # And arrivals woke their next owners; the summary shows handoff latency per stage
+    assert demo_db["heartbeats"].count_documents({"reason": "wake"}) >= 1
+    assert "Handoff latency" in out
     # And everything it started is stopped
     assert not port_open(flower_port)
     assert not port_open(web_port)

@@ -35,6 +35,7 @@ from fleet.cli.output import (
 )
 from fleet.constants import MAX_SEED_BETS, OPERATOR
 from fleet.errors import BadArgument
+from fleet.handoff import HANDOFF_WINDOW_H, Handoff
 from fleet.pipeline import Pipeline, fill_seed_fields
 from fleet.protocols import load_protocols
 from fleet.store import ensure_indexes
@@ -98,7 +99,17 @@ def status_view(s: queries.Status, noun: str) -> RenderableType:
         lines.append(f"spend today (UTC): {spent}")
     grid = Table.grid(padding=(0, 4))
     grid.add_row(_stages_view(s.stages, noun), Group(_throughput_view(s.throughput), _queues_view(s.queues)))
-    return Group(*lines, "", grid, _refused_moves_view(s.refused_moves), _refusals_view(s.refusals, noun))
+    moves = _refused_moves_view(s.refused_moves)
+    return Group(*lines, "", grid, handoff_view(s.handoffs), moves, _refusals_view(s.refusals, noun))
+
+
+def handoff_view(rows: Iterable[Handoff]) -> RenderableType:
+    """Handoff latency per stage and agent: arrival at a stage to the owner's pickup."""
+    title = f"handoff latency (arrival -> pickup), last {HANDOFF_WINDOW_H:g} h"
+    view = table("stage", "agent", "bets", "median s", "p95 s", "max s")
+    for r in rows:
+        add(view, r.stage, r.agent, str(r.bets), f"{r.median_s:.2f}", f"{r.p95_s:.2f}", f"{r.max_s:.2f}")
+    return section(title, view) if view.row_count else section(f"{title}: none")
 
 
 def _stages_view(stages: Iterable[queries.StageCount], noun: str) -> RenderableType:

@@ -10,7 +10,7 @@ from typing import Any
 from pymongo import DESCENDING
 from pymongo.database import Database
 
-from fleet.constants import HEARTBEATS, HOLDS, REFUSALS, TRANSITIONS
+from fleet.constants import BET_PART_REASON, HEARTBEATS, HOLDS, REFUSALS, TRANSITIONS
 from fleet.ledger import Enforcer
 from fleet.ledger.holds import Holds
 from fleet.queries.common import Doc, Model, aware, find, str_or_none
@@ -166,12 +166,18 @@ class Peak(Model):
 
 
 def peak_concurrency(db: Database[Doc], since: datetime | None = None) -> Peak:
-    """The highest number of heartbeat intervals [started_at, finished_at) that overlap."""
+    """The highest number of heartbeat intervals [started_at, finished_at) that overlap.
+
+    Bet tasks of a fanned-out heartbeat (their part records) are not heartbeats: they do
+    not count, so the figure stays comparable with the schedule's computed peak.
+    """
     query: Doc = {} if since is None else {"finished_at": {"$gte": since}}
     intervals = [
         (start, end)
-        for doc in find(db, HEARTBEATS, query, ["started_at", "finished_at"])
-        if (start := aware(doc.get("started_at"))) and (end := aware(doc.get("finished_at")))
+        for doc in find(db, HEARTBEATS, query, ["started_at", "finished_at", "reason"])
+        if doc.get("reason") != BET_PART_REASON
+        and (start := aware(doc.get("started_at")))
+        and (end := aware(doc.get("finished_at")))
     ]
     peak, at = overlap_peak(intervals)
     return Peak(peak=peak, at=at, heartbeats=len(intervals), since=since)

@@ -13,6 +13,7 @@ from fleet.agents import Registry
 from fleet.board import Board, Task
 from fleet.constants import TASKS
 from fleet.errors import ProtocolError
+from fleet.handoff import HANDOFF_WINDOW_H, Handoff, handoffs
 from fleet.ledger import Enforcer
 from fleet.protocols import LoadedProtocols, load_protocols
 from fleet.queries.activity import (
@@ -87,6 +88,7 @@ class Status(Model):
     open_tasks: int
     queues: dict[str, int]
     peak: Peak
+    handoffs: list[Handoff] = []
     #: Reported usage cost per agent since midnight UTC (agents that reported any).
     spend_today: dict[str, float] = {}
 
@@ -114,6 +116,7 @@ def status_report(
         open_tasks=len(Board(db).open_tasks()),
         queues=queue_depths(broker_url, queue_names(registry)),
         peak=peak_concurrency(db, now - PEAK_WINDOW),
+        handoffs=handoffs(db, now - timedelta(hours=HANDOFF_WINDOW_H)),
     )
 
 

@@ -131,3 +131,9 @@ SMALL_BATCH: dict[str, Any] = {
         {**spec, "batch_size": 2} if spec["name"] == "checker" else spec for spec in CATALOGUE["agents"]
     ],
 }
+
+#: The same fleet with a checker that fans its bets out to bet tasks, at most 6 at once fleet-wide.
+FAN_OUT: dict[str, Any] = {
+    **CATALOGUE,
+    "agents": [{**spec, "fan_out": 6} if spec["name"] == "checker" else spec for spec in CATALOGUE["agents"]],
+}

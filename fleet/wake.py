@@ -1,0 +1,194 @@
+"""Wake on arrival: when a bet reaches a stage, run its owner's heartbeat now, not at its next slot.
+
+The message carries no data: the woken agent reads the ledger as on any heartbeat
+(reason ``"wake"``). Three bounds keep wakes from undoing the staggered schedule:
+
+- **coalesced**: at most one pending wake per agent, and wakes of one agent at least
+  ``FLEET_WAKE_MIN_GAP_S`` apart (a Redis ``SET NX PX`` key; a wake inside the gap is sent
+  with a countdown to its end, not dropped), so 100 arrivals send one;
+- **capped**: no wake while ``FLEET_WAKE_MAX_CONCURRENT`` heartbeats run or wait to start
+  fleet-wide (a Redis sorted set of running heartbeats and pending wakes, each member
+  scored with its expiry, so a SIGKILLed worker's entry lapses on its own); an agent
+  turned away waits in a set and is woken when a heartbeat ends and frees a slot;
+- **switchable**: ``FLEET_WAKE=false`` fleet-wide, ``wake: false`` in an agent's spec.
+
+A bet arriving while its owner runs may be missed by that heartbeat (it listed its
+candidates already); the agent is then flagged and woken again when that heartbeat ends.
+Every wake is best effort: a Redis error costs latency, never a heartbeat or a commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import redis
+
+from fleet.constants import (
+    AGENT_LOCK_KEY,
+    HEARTBEAT_TASK,
+    RUNNING_HEARTBEATS_KEY,
+    WAKE_AGAIN_KEY,
+    WAKE_GAP_KEY,
+    WAKE_WAITING_KEY,
+)
+
+if TYPE_CHECKING:
+    from fleet.agents import AgentSpec, Registry
+    from fleet.heartbeat import HeartbeatRecord
+    from fleet.settings import Settings
+
+logger = logging.getLogger("fleet.wake")
+
+WakeOutcome = Literal["sent", "delayed", "pending", "capped", "deferred", "off"]
+
+#: Admission, atomic in Redis so a burst of arrivals from many workers sends one wake per
+#: agent and never passes the cap. KEYS: running set, gap key, again key, agent lock, waiting
+#: set. ARGV: pending member, cap, gap (ms), pending lifetime (s), agent.
+#: Returns {outcome, delay in ms}: a wake inside the gap is sent with that countdown.
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('SET', KEYS[3], '1', 'EX', math.ceil(tonumber(ARGV[4])))
+  return {'deferred', 0}
+end
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'pending', 0} end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  redis.call('SADD', KEYS[5], ARGV[5])
+  return {'capped', 0}
+end
+local delay = 0
+if tonumber(ARGV[3]) > 0 and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then
+  delay = math.max(redis.call('PTTL', KEYS[2]), 0)
+end
+redis.call('ZADD', KEYS[1], now + delay / 1000 + tonumber(ARGV[4]), ARGV[1])
+if delay > 0 then return {'delayed', delay} end
+return {'sent', 0}
+"""
+
+
+class Waker(Protocol):
+    """What waking needs: the agents, the settings and Redis (a heartbeat's Runtime has them)."""
+
+    registry: Registry
+    settings: Settings
+    redis: redis.Redis
+
+
+def pending_member(agent: str) -> str:
+    """The running set's member standing for a wake of ``agent`` not started yet."""
+    return f"wake:{agent}"
+
+
+def running_member(heartbeat_id: str) -> str:
+    """The running set's member standing for one running heartbeat."""
+    return f"hb:{heartbeat_id}"
+
+
+def pollers(runtime: Waker, stage: str) -> list[AgentSpec]:
+    """Agents that poll ``stage`` and accept wakes."""
+    return [spec for spec in runtime.registry if stage in spec.polls and spec.wake]
+
+
+def on_arrival(runtime: Waker, stage: str) -> dict[str, WakeOutcome]:
+    """A bet reached ``stage``: wake the agents polling it (within the bounds). Never raises."""
+    return {spec.name: wake(runtime, spec) for spec in pollers(runtime, stage)}
+
+
+def wake(runtime: Waker, spec: AgentSpec) -> WakeOutcome:
+    """Send one wake heartbeat for ``spec`` if coalescing and the cap allow it; say what happened."""
+    settings = runtime.settings
+    if not (settings.wake and spec.wake):
+        return "off"
+    try:
+        outcome, delay_s = _admit(runtime.redis, spec.name, settings.wake_max_concurrent,
+                                  settings.wake_min_gap_s, settings.wake_expires_s)  # fmt: skip
+        if outcome in ("sent", "delayed"):
+            _send(spec, settings.wake_expires_s, delay_s)
+        return outcome
+    except (redis.RedisError, OSError) as exc:  # a lost wake costs latency only
+        logger.warning("wake %s not sent: %s", spec.name, exc)
+        return "off"
+
+
+def _admit(
+    client: redis.Redis, agent: str, cap: int, gap_s: float, expires_s: float
+) -> tuple[WakeOutcome, float]:
+    keys = [RUNNING_HEARTBEATS_KEY, WAKE_GAP_KEY.format(agent=agent), WAKE_AGAIN_KEY.format(agent=agent),
+            AGENT_LOCK_KEY.format(agent=agent), WAKE_WAITING_KEY]  # fmt: skip
+    args: list[str | int | float] = [pending_member(agent), cap, int(gap_s * 1000), expires_s, agent]
+    outcome, delay_ms = client.eval(_ADMIT, len(keys), *keys, *args)
+    text = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+    return text, int(delay_ms) / 1000  # type: ignore[return-value]
+
+
+def _send(spec: AgentSpec, expires_s: float, delay_s: float) -> None:
+    from fleet.celery_app import get_app
+
+    # expires: a wake stuck behind a backlog is dropped; its pending entry lapses at the same time.
+    get_app().send_task(
+        HEARTBEAT_TASK,
+        args=(spec.name,),
+        kwargs={"reason": "wake"},
+        queue=spec.queue,
+        countdown=delay_s or None,
+        expires=delay_s + expires_s,
+    )
+
+
+def running_count(client: redis.Redis) -> int:
+    """Heartbeats running or woken-and-pending fleet-wide, as the cap counts them."""
+    seconds, micros = client.time()
+    client.zremrangebyscore(RUNNING_HEARTBEATS_KEY, "-inf", seconds + micros / 1e6)
+    return int(client.zcard(RUNNING_HEARTBEATS_KEY))
+
+
+@contextmanager
+def tracked(runtime: Waker, agent: str, heartbeat_id: str, reason: str, ttl_s: float) -> Iterator[None]:
+    """Count the heartbeat as running for the cap while the block runs (a woken one stops pending)."""
+    client = runtime.redis
+    try:
+        seconds, micros = client.time()
+        with client.pipeline() as pipe:
+            if reason == "wake":
+                pipe.zrem(RUNNING_HEARTBEATS_KEY, pending_member(agent))
+            pipe.zadd(RUNNING_HEARTBEATS_KEY, {running_member(heartbeat_id): seconds + micros / 1e6 + ttl_s})
+            pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("heartbeat %s not counted for the wake cap: %s", heartbeat_id, exc)
+    try:
+        yield
+    finally:
+        try:
+            client.zrem(RUNNING_HEARTBEATS_KEY, running_member(heartbeat_id))
+        except redis.RedisError as exc:  # the entry lapses at its expiry
+            logger.warning("heartbeat %s still counted for the wake cap: %s", heartbeat_id, exc)
+
+
+def after_heartbeat(runtime: Waker, record: HeartbeatRecord) -> None:
+    """After a heartbeat (its lock released and its slot freed): wake for the bets it created,
+    itself if a bet arrived while it ran (or it was a wake that found the agent running),
+    and agents a full cap turned away."""
+    if record.actions.get("created"):
+        on_arrival(runtime, runtime.registry.pipeline.initial_stage)
+    client = runtime.redis
+    try:
+        again = bool(client.getdel(WAKE_AGAIN_KEY.format(agent=record.agent)))
+        if again:  # the gap coalesces arrivals during one run, not the run after it
+            client.delete(WAKE_GAP_KEY.format(agent=record.agent))
+        waiting: Any = client.spop(WAKE_WAITING_KEY, runtime.settings.wake_max_concurrent) or []
+    except redis.RedisError:
+        return
+    # A wake that found another run of its agent going may have come after that run listed
+    # its bets: wake again (deferred to that run's end if it is still going).
+    lost = record.reason == "wake" and record.status == "skipped"
+    names = [record.agent] if again or lost else []
+    names += [name.decode() if isinstance(name, bytes) else str(name) for name in waiting]
+    for name in dict.fromkeys(names):  # once each, in order
+        spec = runtime.registry.get(name)
+        if spec is not None:
+            wake(runtime, spec)  # turned away again while the fleet is full: it waits again
