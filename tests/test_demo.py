@@ -21,7 +21,8 @@ from .conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_a_short_demo_moves_bets_to_terminal_stages_and_stops_everything(stack, db) -> None:
+def test_a_short_demo_moves_bets_to_terminal_stages_and_stops_everything(stack, db, redis) -> None:
+    # (redis: flushed, so heartbeats SIGKILLed by earlier tests do not count against the wake cap)
     # Given the test services (so the demo starts none of its own) and a free Flower port
     flower_port, web_port = free_port(), free_port()
     env = {**os.environ, **stack.env, "FLEET_FLOWER_PORT": str(flower_port), "FLEET_WEB_PORT": str(web_port)}

@@ -159,7 +159,9 @@ def test_queued_and_running_heartbeats_survive_a_redis_restart(
     # And the running heartbeat was not cut mid-work: it finished every bet
     done = wait_for(lambda: record(db, "hb-running"), 90, "the running heartbeat's record")
     assert done["status"] == "ok", done
-    assert [runtime.enforcer.get(b.bet_id).stage for b in bets] == ["checked"] * 8
+    assert db[TRANSITIONS].count_documents({"heartbeat_id": "hb-running", "to_stage": "checked"}) == 8
+    # (the finisher, woken by those arrivals, may have moved some on since)
+    assert {runtime.enforcer.get(b.bet_id).stage for b in bets} <= {"checked", "done"}
     assert runtime.enforcer.verify() == []
 
 
