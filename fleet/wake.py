@@ -20,6 +20,7 @@ Every wake is best effort: a Redis error costs latency, never a heartbeat or a c
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -147,26 +148,55 @@ def running_count(client: redis.Redis) -> int:
     return int(client.zcard(RUNNING_HEARTBEATS_KEY))
 
 
+#: A running heartbeat's entry in the cap lapses this long after its last renewal, so a
+#: heartbeat SIGKILLed with its worker stops counting within one lease, not its time limit.
+RUNNING_LEASE_S = 30.0
+
+
 @contextmanager
 def tracked(runtime: Waker, agent: str, heartbeat_id: str, reason: str, ttl_s: float) -> Iterator[None]:
-    """Count the heartbeat as running for the cap while the block runs (a woken one stops pending)."""
+    """Count the heartbeat as running for the cap while the block runs (a woken one stops pending).
+
+    The entry is a lease (at most :data:`RUNNING_LEASE_S`, renewed by a thread while the
+    block runs), so a dead heartbeat's entry lapses on its own soon after it died.
+    """
     client = runtime.redis
+    lease = min(ttl_s, RUNNING_LEASE_S)
+    member = running_member(heartbeat_id)
     try:
         seconds, micros = client.time()
         with client.pipeline() as pipe:
             if reason == "wake":
                 pipe.zrem(RUNNING_HEARTBEATS_KEY, pending_member(agent))
-            pipe.zadd(RUNNING_HEARTBEATS_KEY, {running_member(heartbeat_id): seconds + micros / 1e6 + ttl_s})
+            pipe.zadd(RUNNING_HEARTBEATS_KEY, {member: seconds + micros / 1e6 + lease})
             pipe.execute()
     except redis.RedisError as exc:
         logger.warning("heartbeat %s not counted for the wake cap: %s", heartbeat_id, exc)
+    stop = threading.Event()
+    renewer = threading.Thread(
+        target=_renew_running, args=(client, member, lease, stop), name="fleet-wake-lease", daemon=True
+    )
+    renewer.start()
     try:
         yield
     finally:
+        stop.set()
+        renewer.join(timeout=5)
         try:
-            client.zrem(RUNNING_HEARTBEATS_KEY, running_member(heartbeat_id))
+            client.zrem(RUNNING_HEARTBEATS_KEY, member)
         except redis.RedisError as exc:  # the entry lapses at its expiry
             logger.warning("heartbeat %s still counted for the wake cap: %s", heartbeat_id, exc)
+
+
+def _renew_running(client: redis.Redis, member: str, lease: float, stop: threading.Event) -> None:
+    """Push the running entry's expiry forward every third of a lease until ``stop``."""
+    while not stop.wait(lease / 3):
+        try:
+            seconds, micros = client.time()
+            # xx: renew only an entry still there (the cap's trim may have dropped a lapsed one).
+            client.zadd(RUNNING_HEARTBEATS_KEY, {member: seconds + micros / 1e6 + lease}, xx=True)
+        except redis.RedisError:
+            continue  # a blip: the next renewal comes before the lease runs out
 
 
 def after_heartbeat(runtime: Waker, record: HeartbeatRecord) -> None:

@@ -172,3 +172,48 @@ def test_a_wake_that_found_its_agent_running_is_deferred_to_that_runs_end(runtim
     wake.after_heartbeat(runtime, record)
     # Then the running heartbeat is flagged to wake the finisher again when it ends
     assert redis.exists(WAKE_AGAIN_KEY.format(agent="finisher")) and redis.llen("beta") == 0
+
+
+def test_a_running_entry_is_a_lease_renewed_while_alive_and_gone_after(runtime, redis) -> None:
+    # Given a heartbeat counted for the cap with a 1 s lease
+    member = wake.running_member("hb-lease")
+    with wake.tracked(runtime, "checker", "hb-lease", "scheduled", ttl_s=1.0):
+        first = redis.zscore(RUNNING_HEARTBEATS_KEY, member)
+        # When it runs for longer than its lease, Then the renewer keeps pushing its expiry
+        wait_for(lambda: (redis.zscore(RUNNING_HEARTBEATS_KEY, member) or 0) > first + 1, 10, "a renewal")
+    # And it stops counting when it ends
+    assert redis.zscore(RUNNING_HEARTBEATS_KEY, member) is None
+
+
+def test_a_heartbeat_killed_with_its_process_stops_counting_within_its_lease(runtime, redis, stack) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ..conftest import ROOT
+
+    # Given a process running a heartbeat with a 600 s time limit, counted for the cap under a
+    # 1 s lease (the lease shortened for the test), SIGKILLed mid-run
+    url = stack.env["FLEET_BROKER_URL"]
+    code = (
+        "import time, redis\n"
+        "from fleet import wake\n"
+        "class W: pass\n"
+        f"w = W(); w.redis = redis.Redis.from_url({url!r})\n"
+        "wake.RUNNING_LEASE_S = 1.0\n"
+        "with wake.tracked(w, 'checker', 'hb-dead', 'scheduled', ttl_s=600.0):\n"
+        "    print('in', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "in"
+    member = wake.running_member("hb-dead")
+    assert redis.zscore(RUNNING_HEARTBEATS_KEY, member) is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    # Then once its lease has run out (not its time limit), the next admission drops it
+    time.sleep(1.5)  # one lease (1 s) and some: nothing renews a dead process's entry
+    wake.wake(runtime, runtime.registry.require("finisher"))
+    assert redis.zscore(RUNNING_HEARTBEATS_KEY, member) is None
