@@ -143,7 +143,7 @@ def test_queued_and_running_heartbeats_survive_a_redis_restart(
 ) -> None:
     # Given a checker heartbeat running on slow bets, and creator heartbeats queued with no worker
     bets = make_bets(8, sleep_s=2)
-    start_worker(queues="alpha", name="checking", **TEST_FLEET_ENV)
+    checking = start_worker(queues="alpha", name="checking", **TEST_FLEET_ENV)
     app = sending_app()
     app.send_task("fleet.heartbeat", args=["checker"], queue="alpha", task_id="hb-running")
     for n in range(5):
@@ -152,7 +152,7 @@ def test_queued_and_running_heartbeats_survive_a_redis_restart(
     # When Redis restarts
     restart_redis(stack)
     # Then every queued heartbeat is still there and runs once a worker comes
-    start_worker(queues="beta", name="making", **TEST_FLEET_ENV)
+    making = start_worker(queues="beta", name="making", **TEST_FLEET_ENV)
     wait_for(lambda: len(heartbeats(db, agent="maker")) == 5, 90, "the five queued heartbeats")
     queued = [f"hb-queued-{n}" for n in range(5)]
     assert db[TRANSITIONS].count_documents({"heartbeat_id": {"$in": queued}}) == 5
@@ -162,6 +162,11 @@ def test_queued_and_running_heartbeats_survive_a_redis_restart(
     assert db[TRANSITIONS].count_documents({"heartbeat_id": "hb-running", "to_stage": "checked"}) == 8
     # (the finisher, woken by those arrivals, may have moved some on since)
     assert {runtime.enforcer.get(b.bet_id).stage for b in bets} <= {"checked", "done"}
+    # And once the fleet is quiet (workers stopped, lagging projections rolled forward as the
+    # watchdog does), the ledger verifies clean
+    for worker in (checking, making):
+        worker.stop()
+    runtime.enforcer.repair_all()
     assert runtime.enforcer.verify() == []
 
 
