@@ -183,10 +183,18 @@ class Ledger:
     def touch(self, bet: Bet) -> None:
         """Record that an agent worked on ``bet`` without moving it (it goes to the back).
 
-        A full projection write from the caller's view, like any writer's: if the bet
-        moved meanwhile, the next :meth:`get` finds the newer record and rolls forward.
+        Only ``attempted_at`` is set, and only on the projection still at the caller's seq:
+        a bet that moved meanwhile is not put back. On a store whose update filters are
+        not atomic (FerretDB v1 reads, filters and writes the whole document back), a move
+        committed between that read and write is still overwritten; so the touch checks for
+        a newer record afterwards and rolls the projection forward if there is one. The
+        mover inserts its record before it projects, so one of the two writes last with it.
         """
-        self.project(bet.model_copy(update={"attempted_at": self.now()}))
+        with translated("ledger: marking an attempt"):
+            at_seq = {"_id": bet.bet_id, "seq": bet.seq}
+            self.db[BETS].update_one(at_seq, {"$set": {"attempted_at": self.now()}})
+        if self.has_record(bet.bet_id, bet.seq + 1):
+            self.roll_forward(bet.bet_id, bet.seq + 1)
 
     def get(self, bet_id: str) -> Bet:
         """The bet's current state; a missing, lagging or unreadable projection is repaired first."""

@@ -1,4 +1,5 @@
-"""Sixteen OS processes race to move the same bet; exactly one may win each round."""
+"""OS processes race on the same bet: sixteen movers (exactly one wins each round), and a mover
+against processes marking attempts on an older view (the move is never undone)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import multiprocessing
 import queue
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -51,14 +53,40 @@ def test_sixteen_racing_processes_produce_exactly_one_winner_per_round(db, enfor
     print(f"\n{ROUNDS} rounds x {PROCESSES} processes in {elapsed:.1f}s; winning targets: {dict(won)}")
 
 
-def run_racers(bet_ids: list[str]) -> dict[int, list[str]]:
-    """Run the racers to the end; return round -> every racer's outcome."""
+TOUCHERS = 4
+TOUCH_ROUNDS = 60
+
+
+def test_attempts_marked_on_a_stale_view_never_put_a_moved_bet_back(db, enforcer: Enforcer) -> None:
+    # Given fresh bets at seq 0, each listed (seq 0) by a mover and by 4 other processes
+    bet_ids = [
+        enforcer.create_bet("maker", {"round": r}, bet_id=f"touch-{r:03d}").bet_id
+        for r in range(TOUCH_ROUNDS)
+    ]
+    # When, released together, the mover moves each bet while the others mark attempts on
+    # their seq-0 view (a stay or a failed call), several times each
+    outcomes = run_racers(bet_ids, _racer.touch_or_move, TOUCHERS + 1)
+    # Then every move landed and every projection as stored (not repaired on read) is at the
+    # move: a touch never wrote the older bet back, on FerretDB's non-atomic updates either
+    for round_, bet_id in enumerate(bet_ids):
+        assert sorted(outcomes[round_]) == ["moved:1", *["touched"] * TOUCHERS], (bet_id, outcomes[round_])
+    stored = enforcer.ledger.raw_projections()
+    lagging = {b: (stored[b]["seq"], stored[b]["stage"]) for b in bet_ids if stored[b]["seq"] != 1}
+    assert lagging == {}
+    assert all(stored[b]["stage"] == "checked" for b in bet_ids)
+    assert enforcer.verify() == []
+
+
+def run_racers(
+    bet_ids: list[str], body: Any = _racer.race, processes: int = PROCESSES
+) -> dict[int, list[str]]:
+    """Run ``processes`` racers of ``body`` to the end; return round -> every racer's outcome."""
     ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(PROCESSES)
+    barrier = ctx.Barrier(processes)
     results = ctx.Queue()
     racers = [
-        ctx.Process(target=_racer.race, args=(i, small(), bet_ids, barrier, results), daemon=True)
-        for i in range(PROCESSES)
+        ctx.Process(target=body, args=(i, small(), bet_ids, barrier, results), daemon=True)
+        for i in range(processes)
     ]
     for racer in racers:
         racer.start()
