@@ -84,8 +84,11 @@ def _config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": OPS_QUEUE,
         "task_queues": [Queue(name) for name in _queue_names()],
         "task_routes": ("fleet.routing.route_task",),
-        # Workers report events so Flower shows tasks as they run.
-        "worker_send_task_events": True,
+        # Task events cost a Redis publish per task state on every task, watched or not. Flower
+        # turns them on in every worker while it runs (its enable_events option, on by default),
+        # so it still shows tasks as they run; FLEET_TASK_EVENTS=1 sends them from the start
+        # (for other event consumers). Senders always mark tasks sent, which is cheap.
+        "worker_send_task_events": settings.task_events,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
         # Limits of any other task; a heartbeat gets its agent's own (tasks.heartbeat).

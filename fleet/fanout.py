@@ -21,7 +21,6 @@ allows one polling heartbeat at a time while the bets run anywhere.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from fleet.errors import CorruptBet, LedgerUnavailable, ProtocolError
 from fleet.ledger import Bet
 from fleet.ledger.claims import Claims
 from fleet.protocols import load_protocols
+from fleet.renewer import renewing
 from fleet.store import Document, clock, reading
 
 if TYPE_CHECKING:
@@ -175,27 +175,20 @@ def _run_claimed(runtime: Runtime, ctx: HeartbeatContext, view: Bet, record: Hea
 def _renewing(runtime: Runtime, claims: Claims, ttl: timedelta, in_flight: str) -> Iterator[None]:
     """Renew the bet's lease and its in-flight mark every third of the TTL while the block runs."""
     key = FANOUT_RUNNING_KEY.format(agent=claims.agent)
-    stop = threading.Event()
 
     def mark() -> None:
         # xx: only refresh a mark that exists (a finished bet's mark is never re-created).
         with suppress(redis.RedisError):
             runtime.redis.zadd(key, {in_flight: _now_s(runtime.redis) + ttl.total_seconds()}, xx=True)
 
-    def loop() -> None:
-        while not stop.wait(ttl.total_seconds() / 3):
-            mark()
-            with suppress(LedgerUnavailable):  # a missed renewal risks duplicate work, not a wrong stage
-                claims.renew()
+    def renew() -> None:
+        mark()
+        with suppress(LedgerUnavailable):  # a missed renewal risks duplicate work, not a wrong stage
+            claims.renew()
 
     mark()  # the mark set at dispatch covered the queue wait; the lease was just taken
-    thread = threading.Thread(target=loop, name="fleet-bet-renewer", daemon=True)
-    thread.start()
-    try:
+    with renewing(ttl.total_seconds() / 3, renew, f"fanned-out bet {in_flight}"):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 def _context(runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord) -> HeartbeatContext:

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -61,6 +60,7 @@ from fleet.ledger.holds import Hold, Holds
 from fleet.locks import agent_lock
 from fleet.pipeline import Kind
 from fleet.protocols import LoadedProtocols, load_protocols
+from fleet.renewer import renewing
 from fleet.settings import Settings, get_settings
 from fleet.store import Document, clock, database, ensure_indexes, redis_client, translated
 
@@ -175,8 +175,8 @@ def run_heartbeat(
     Under a ``heartbeat_id`` that already has a record, returns that record and does nothing.
     """
     spec = runtime.registry.require(agent)
-    if heartbeat_id is not None and (done := stored_record(runtime.db, heartbeat_id)) is not None:
-        return done  # a retry or redelivery of a heartbeat that finished: its work is done
+    # Whether this id already ran is read while the lock is taken (two round trips at once).
+    earlier = runtime.pool.submit(stored_record, runtime.db, heartbeat_id) if heartbeat_id else None
     record = HeartbeatRecord(
         heartbeat_id=heartbeat_id or uuid.uuid4().hex,
         agent=agent,
@@ -189,6 +189,8 @@ def run_heartbeat(
     lock_ttl = runtime.settings.lock_ttl_s
     on_lost = partial(stop.set, LOCK_LOST)
     with agent_lock(runtime.redis, agent, lock_ttl, token=record.heartbeat_id, on_lost=on_lost) as lock:
+        if earlier is not None and (done := earlier.result()) is not None:
+            return done  # a retry or redelivery of a heartbeat that finished: its work is done
         if not lock:
             holder = f" ({lock.holder})" if lock.holder else ""
             record.status, record.error = "skipped", f"another heartbeat of this agent is running{holder}"
@@ -503,23 +505,14 @@ def _failed(runtime: Runtime, ctx: HeartbeatContext, bet: Bet, error: str) -> di
     return {"outcome": "failed", "error": error}
 
 
-@contextmanager
-def _renewing(claims: Claims, ttl: timedelta) -> Iterator[None]:
+def _renewing(claims: Claims, ttl: timedelta) -> AbstractContextManager[None]:
     """Renew the heartbeat's leases every third of their TTL while the block runs."""
-    stop = threading.Event()
 
-    def loop() -> None:
-        while not stop.wait(ttl.total_seconds() / 3):
-            with suppress(LedgerUnavailable):  # a missed renewal risks duplicate work, not a wrong stage
-                claims.renew()
+    def renew() -> None:
+        with suppress(LedgerUnavailable):  # a missed renewal risks duplicate work, not a wrong stage
+            claims.renew()
 
-    thread = threading.Thread(target=loop, name="fleet-claim-renewer", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+    return renewing(ttl.total_seconds() / 3, renew, f"claims of {claims.heartbeat_id}")
 
 
 def _finish(runtime: Runtime, record: HeartbeatRecord, overwrite: bool) -> None:

@@ -2,7 +2,7 @@
 
 redis-py's :class:`redis.lock.Lock` (a token in a key with an expiry, released only
 by its holder) does exactly this. The lease is short (``AGENT_LOCK_TTL_S``, 30 s) and
-a renewer thread pushes it back every third of it while the heartbeat runs: a live
+the process's renewer (:mod:`fleet.renewer`) pushes it back every third of it while the heartbeat runs: a live
 heartbeat keeps its lock however long it runs (Celery's time limits end it, not the
 lock), and a SIGKILLed holder blocks its agent for one lease at most.
 
@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 
 import redis
 from redis.exceptions import LockError
@@ -30,9 +31,7 @@ from redis.lock import Lock
 
 from fleet.constants import AGENT_LOCK_KEY, AGENT_LOCK_RENEWALS_PER_TTL, AGENT_LOCK_TTL_S
 from fleet.errors import BrokerUnavailable
-
-#: Seconds to wait for the renewer thread to notice it must stop.
-RENEWER_JOIN_S = 5.0
+from fleet.renewer import renewing
 
 
 @dataclass
@@ -64,16 +63,11 @@ def agent_lock(
     if not hold:
         yield hold
         return
-    stop = threading.Event()
-    renewer = threading.Thread(
-        target=_renew, args=(lock, hold, ttl_s, stop, on_lost), name="fleet-lock-renewer", daemon=True
-    )
-    renewer.start()
+    renewal = partial(_renew, lock, hold, ttl_s, on_lost, [time.monotonic()])
     try:
-        yield hold
+        with renewing(ttl_s / AGENT_LOCK_RENEWALS_PER_TTL, renewal, f"agent lock {key}"):
+            yield hold
     finally:
-        stop.set()
-        renewer.join(timeout=RENEWER_JOIN_S)
         if not hold.lost.is_set():
             # LockError: it lapsed first, someone else may hold it now. RedisError: the key
             # expires on its own within one lease; the heartbeat's outcome is already known.
@@ -96,24 +90,22 @@ def _acquire(client: redis.Redis, lock: Lock, key: str, token: str, ttl_s: float
 
 
 def _renew(
-    lock: Lock, hold: AgentLock, ttl_s: float, stop: threading.Event, on_lost: Callable[[], None] | None
-) -> None:
-    """Reset the lease every third of it until ``stop`` is set; flag the lock lost when it is."""
-    renewed_at = time.monotonic()
-    while not stop.wait(ttl_s / AGENT_LOCK_RENEWALS_PER_TTL):
-        try:
-            lock.reacquire()
-            renewed_at = time.monotonic()
-            continue
-        except LockError:
-            pass  # gone, or someone else's token: lost
-        except redis.RedisError:
-            if time.monotonic() - renewed_at < ttl_s:
-                continue  # a blip: the lease still runs; the next renewal may get through
-        hold.lost.set()
-        if on_lost is not None:
-            on_lost()
-        return
+    lock: Lock, hold: AgentLock, ttl_s: float, on_lost: Callable[[], None] | None, renewed_at: list[float]
+) -> bool:
+    """Reset the lease (``renewed_at[0]``: when it last worked); False once the lock is lost."""
+    try:
+        lock.reacquire()
+        renewed_at[0] = time.monotonic()
+        return True
+    except LockError:
+        pass  # gone, or someone else's token: lost
+    except redis.RedisError:
+        if time.monotonic() - renewed_at[0] < ttl_s:
+            return True  # a blip: the lease still runs; the next renewal may get through
+    hold.lost.set()
+    if on_lost is not None:
+        on_lost()
+    return False
 
 
 def held_locks(client: redis.Redis, agents: list[str]) -> dict[str, float]:

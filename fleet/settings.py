@@ -19,6 +19,7 @@
 | FLEET_RETENTION_DAYS   | 14                               | claims, heartbeats, refusals, failures, task events and probes older than this are pruned |
 | FLEET_LOCK_TTL_S       | 30                               | agent lock lease (s), renewed every third of it: a dead worker blocks its agent this long |
 | FLEET_CANCEL_ON_CONNECTION_LOSS | false                   | cut running heartbeats when the broker connection drops (Celery's ``worker_cancel_long_running_tasks_on_connection_loss``) |
+| FLEET_TASK_EVENTS      | false                            | workers send Celery task events from the start (Flower turns them on anyway while it runs; each event is a Redis publish on every task) |
 | FLEET_WAKE            | true                             | wake an agent when a bet arrives at a stage it polls (fleet-wide switch) |
 | FLEET_WAKE_MIN_GAP_S   | 1.0                              | at most one wake per agent per this many seconds (coalesces bursts) |
 | FLEET_WAKE_MAX_CONCURRENT | 8                             | no wake is sent while this many heartbeats run or wait to start, fleet-wide |
@@ -79,6 +80,7 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=RETENTION_DAYS, gt=0, le=MAX_RETENTION_DAYS)
     lock_ttl_s: float = Field(default=AGENT_LOCK_TTL_S, ge=1, le=600)
     cancel_on_connection_loss: bool = False
+    task_events: bool = False
     wake: bool = True
     wake_min_gap_s: float = Field(default=1.0, ge=0.0, le=3600.0)
     wake_max_concurrent: int = Field(default=8, ge=1, le=10000)

@@ -20,7 +20,6 @@ Every wake is best effort: a Redis error costs latency, never a heartbeat or a c
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -35,6 +34,7 @@ from fleet.constants import (
     WAKE_GAP_KEY,
     WAKE_WAITING_KEY,
 )
+from fleet.renewer import renewing
 
 if TYPE_CHECKING:
     from fleet.agents import AgentSpec, Registry
@@ -153,50 +153,47 @@ def running_count(client: redis.Redis) -> int:
 RUNNING_LEASE_S = 30.0
 
 
+#: A running heartbeat's entry in the cap, in one round trip: KEYS: running set. ARGV: member,
+#: lease (s), mode ("enter": add it, dropping the agent's pending wake ARGV[4] if given;
+#: "renew": push back an entry still there, never re-create one the trim dropped).
+_RUNNING = """
+local t = redis.call('TIME')
+local expiry = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2])
+if ARGV[3] == 'renew' then return redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[1]) end
+if ARGV[4] ~= '' then redis.call('ZREM', KEYS[1], ARGV[4]) end
+return redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+"""
+
+
 @contextmanager
 def tracked(runtime: Waker, agent: str, heartbeat_id: str, reason: str, ttl_s: float) -> Iterator[None]:
     """Count the heartbeat as running for the cap while the block runs (a woken one stops pending).
 
-    The entry is a lease (at most :data:`RUNNING_LEASE_S`, renewed by a thread while the
-    block runs), so a dead heartbeat's entry lapses on its own soon after it died.
+    The entry is a lease (at most :data:`RUNNING_LEASE_S`, renewed by the process's
+    renewer while the block runs), so a dead heartbeat's entry lapses soon after it died.
     """
     client = runtime.redis
     lease = min(ttl_s, RUNNING_LEASE_S)
     member = running_member(heartbeat_id)
+    script = client.register_script(_RUNNING)
+    woken = pending_member(agent) if reason == "wake" else ""
     try:
-        seconds, micros = client.time()
-        with client.pipeline() as pipe:
-            if reason == "wake":
-                pipe.zrem(RUNNING_HEARTBEATS_KEY, pending_member(agent))
-            pipe.zadd(RUNNING_HEARTBEATS_KEY, {member: seconds + micros / 1e6 + lease})
-            pipe.execute()
+        script(keys=[RUNNING_HEARTBEATS_KEY], args=[member, lease, "enter", woken])
     except redis.RedisError as exc:
         logger.warning("heartbeat %s not counted for the wake cap: %s", heartbeat_id, exc)
-    stop = threading.Event()
-    renewer = threading.Thread(
-        target=_renew_running, args=(client, member, lease, stop), name="fleet-wake-lease", daemon=True
-    )
-    renewer.start()
+
+    def renew() -> None:
+        # A failure raises into the renewer, which logs it and tries again next period.
+        script(keys=[RUNNING_HEARTBEATS_KEY], args=[member, lease, "renew", ""])
+
     try:
-        yield
+        with renewing(lease / 3, renew, f"wake-cap entry {member}"):
+            yield
     finally:
-        stop.set()
-        renewer.join(timeout=5)
         try:
             client.zrem(RUNNING_HEARTBEATS_KEY, member)
         except redis.RedisError as exc:  # the entry lapses at its expiry
             logger.warning("heartbeat %s still counted for the wake cap: %s", heartbeat_id, exc)
-
-
-def _renew_running(client: redis.Redis, member: str, lease: float, stop: threading.Event) -> None:
-    """Push the running entry's expiry forward every third of a lease until ``stop``."""
-    while not stop.wait(lease / 3):
-        try:
-            seconds, micros = client.time()
-            # xx: renew only an entry still there (the cap's trim may have dropped a lapsed one).
-            client.zadd(RUNNING_HEARTBEATS_KEY, {member: seconds + micros / 1e6 + lease}, xx=True)
-        except redis.RedisError:
-            continue  # a blip: the next renewal comes before the lease runs out
 
 
 def after_heartbeat(runtime: Waker, record: HeartbeatRecord) -> None:
@@ -207,10 +204,14 @@ def after_heartbeat(runtime: Waker, record: HeartbeatRecord) -> None:
         on_arrival(runtime, runtime.registry.pipeline.initial_stage)
     client = runtime.redis
     try:
-        again = bool(client.getdel(WAKE_AGAIN_KEY.format(agent=record.agent)))
+        with client.pipeline(transaction=False) as pipe:  # one round trip on every heartbeat's path
+            pipe.getdel(WAKE_AGAIN_KEY.format(agent=record.agent))
+            pipe.spop(WAKE_WAITING_KEY, runtime.settings.wake_max_concurrent)
+            flagged, popped = pipe.execute()
+        again = bool(flagged)
         if again:  # the gap coalesces arrivals during one run, not the run after it
             client.delete(WAKE_GAP_KEY.format(agent=record.agent))
-        waiting: Any = client.spop(WAKE_WAITING_KEY, runtime.settings.wake_max_concurrent) or []
+        waiting: Any = popped or []
     except redis.RedisError:
         return
     # A wake that found another run of its agent going may have come after that run listed

@@ -111,3 +111,23 @@ def test_fleet_up_refuses_a_procfile_with_flower_when_no_password_is_set(stack, 
     procfile.write_text((ROOT / "Procfile").read_text())
     ran = run_cli("up", "--procfile", str(procfile))
     assert_one_line_error(ran, "starts Flower, which needs FLEET_FLOWER_PASSWORD")
+
+
+def test_flower_turns_on_task_events_so_it_shows_heartbeats_as_they_run(flower, redis) -> None:
+    # Given a worker started without task events (FLEET_TASK_EVENTS is off by default) and Flower
+    from fleet.celery_app import make_app
+    from fleet.settings import load_settings
+
+    app = make_app(load_settings())
+    assert app.conf.worker_send_task_events is False
+
+    def heartbeats_seen() -> list[str]:
+        # When heartbeats run (one per poll: those that ran before Flower reached the worker
+        # sent no events)
+        app.send_task("fleet.heartbeat", args=["checker"], queue="alpha").get(timeout=30)
+        status, body = get(flower, "/api/tasks?limit=50", "ops:s3cret")
+        tasks = json.loads(body).values() if status == 200 else []
+        return [t["uuid"] for t in tasks if t.get("name") == "fleet.heartbeat" and t.get("state") == "SUCCESS"]
+
+    # Then Flower has turned the worker's events on and lists them as succeeded
+    assert wait_for(heartbeats_seen, 60, "Flower to list a heartbeat")
