@@ -1,6 +1,7 @@
 """The scale-out benchmark fleet: six gates in a line, and a drainer that fans its bets out.
 
 Every handler spends ``io_s`` seconds (a bet field) waiting, as an LLM or HTTP call would.
+The line, its pipeline and the agent specs are built as for :mod:`bench.fleetdef`.
 """
 
 from __future__ import annotations
@@ -8,48 +9,26 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bench.fleetdef import GATES, STAGES, agent_spec, gate_specs, idle, line_pipeline
 from fleet.context import BetContext, Decision
 
-STAGES = ["s0", "s1", "s2", "s3", "s4", "s5", "s6"]
-GATES = [f"gate{i}" for i in range(1, 7)]
+__all__ = ["CATALOGUE", "DRAIN_FAN_OUT", "GATES", "PIPELINE", "STAGES", "drain", "gate", "idle"]
+
 #: Bets of the drainer running at once fleet-wide (at least the backlog: the workers are the limit).
 DRAIN_FAN_OUT = 1000
 
-PIPELINE: dict[str, Any] = {
-    "name": "bench-scale",
-    "initial_stage": "s0",
-    "creators": ["maker"],
-    "stages": [
-        *({"name": s, "terminal": s == STAGES[-1]} for s in STAGES),
-        {"name": "drained", "terminal": True},
-    ],
-    "transitions": [
-        *({"from": a, "to": b, "owner": g} for g, a, b in zip(GATES, STAGES, STAGES[1:], strict=False)),
-        {"from": "s0", "to": "drained", "owner": "drainer", "kind": "park"},
-    ],
-}
+PIPELINE: dict[str, Any] = line_pipeline("bench-scale", exit_stage="drained", exit_owner="drainer")
 
 
 def _spec(name: str, handler: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "group": "bench",
-        "queue": "bench",
-        "schedule": {"hours": [1]},
-        "protocol_version": "1.0",
-        "handler": f"bench.scalefleet:{handler}",
-        **extra,
-    }
+    return agent_spec("bench.scalefleet", name, handler, **extra)
 
 
 CATALOGUE: dict[str, Any] = {
     "queues": ["bench", "ops"],
     "agents": [
         _spec("maker", "idle", creates=True),
-        *(
-            _spec(g, "gate", polls=[a], owns=[[a, b]], batch_size=1000, time_limit=600)
-            for g, a, b in zip(GATES, STAGES, STAGES[1:], strict=False)
-        ),
+        *gate_specs("bench.scalefleet", "gate"),
         # Only the drain benchmark runs it; wakes would start it on every bet arriving at s0.
         _spec(
             "drainer",
@@ -62,10 +41,6 @@ CATALOGUE: dict[str, Any] = {
         ),  # fmt: skip
     ],
 }
-
-
-def idle(ctx: Any) -> None:
-    """The creator: bets are created by the benchmark itself."""
 
 
 def _wait(ctx: BetContext) -> None:

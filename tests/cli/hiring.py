@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.context import BetContext, Decision, HeartbeatContext
+from tests.fleetspec import agent_spec
 
 PIPELINE: dict[str, Any] = {
     "name": "hiring",
@@ -35,15 +36,7 @@ PIPELINE: dict[str, Any] = {
 
 
 def _spec(name: str, queue: str, handler: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "group": queue,
-        "queue": queue,
-        "schedule": {"hours": [9, 15]},
-        "protocol_version": "1.0",
-        "handler": f"tests.cli.hiring:{handler}",
-        **extra,
-    }
+    return agent_spec(name, queue, f"tests.cli.hiring:{handler}", [9, 15], **extra)
 
 
 CATALOGUE: dict[str, Any] = {

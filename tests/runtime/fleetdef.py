@@ -14,6 +14,7 @@ from typing import Any
 
 from fleet.context import BetContext, Decision, HeartbeatContext
 from fleet.errors import ExternalCallFailed, LedgerUnavailable
+from tests.fleetspec import agent_spec
 
 PIPELINE: dict[str, Any] = {
     "name": "test-pipeline",
@@ -34,15 +35,7 @@ PIPELINE: dict[str, Any] = {
 
 
 def _spec(name: str, queue: str, handler: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "group": queue,
-        "queue": queue,
-        "schedule": {"hours": [1, 13]},
-        "protocol_version": "1.0",
-        "handler": f"tests.runtime.fleetdef:{handler}",
-        **extra,
-    }
+    return agent_spec(name, queue, f"tests.runtime.fleetdef:{handler}", [1, 13], **extra)
 
 
 CATALOGUE: dict[str, Any] = {

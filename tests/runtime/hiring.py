@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.context import BetContext, Decision, HeartbeatContext
+from tests.fleetspec import agent_spec
 
 PIPELINE: dict[str, Any] = {
     "name": "hiring",
@@ -32,15 +33,7 @@ PIPELINE: dict[str, Any] = {
 
 
 def _spec(name: str, handler: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "group": "people",
-        "queue": "people",
-        "schedule": {"hours": [9]},
-        "protocol_version": "1.0",
-        "handler": handler,
-        **extra,
-    }
+    return agent_spec(name, "people", handler, [9], **extra)
 
 
 def catalogue(interviewer_handler: str) -> dict[str, Any]:
@@ -62,7 +55,7 @@ def catalogue(interviewer_handler: str) -> dict[str, Any]:
             _spec(
                 "closer", "tests.runtime.hiring:close", polls=["interviewed"], owns=[["interviewed", "hired"]]
             ),
-            {**_spec("chief", "fleet.ceo:ceo"), "group": "ops", "queue": "ops"},
+            agent_spec("chief", "ops", "fleet.ceo:ceo", [9]),
         ],
     }
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import signal
-import time
 
 import pytest
 
@@ -107,13 +106,15 @@ def test_bad_bet_task_arguments_are_one_clear_error(args, kwargs) -> None:
         parse_arguments(args, kwargs)
 
 
-def send_heartbeat() -> None:
+def send_heartbeat() -> str:
+    """Send one checker heartbeat through the broker; its task id is its record's id."""
     from fleet.celery_app import make_app
     from fleet.settings import load_settings
 
-    make_app(load_settings()).send_task(
+    sent = make_app(load_settings()).send_task(
         "fleet.heartbeat", args=["checker"], kwargs={"reason": "adhoc"}, queue="alpha"
     )
+    return str(sent.id)
 
 
 @pytest.mark.slow
@@ -150,12 +151,15 @@ def test_a_worker_killed_mid_fan_out_loses_no_bet_and_moves_none_twice(
     victim = wait_for(working, 60, "a worker working on a bet")
     # When that worker is SIGKILLed mid-bet (its leases stop being renewed)
     victim.stop(signal.SIGKILL)
+
+    def all_checked_after_a_heartbeat() -> bool:
+        # Paced by the heartbeat itself: the next is sent once this one's record is stored.
+        sent = send_heartbeat()
+        wait_for(lambda: db[HEARTBEATS].find_one({"_id": sent}), 60, "the checker heartbeat's record")
+        return all(runtime.enforcer.get(b.bet_id).stage == "checked" for b in bets)
+
     # Then later heartbeats take its bets over once their leases lapse, and every bet ends checked
-    deadline = time.monotonic() + 120
-    while not all(runtime.enforcer.get(b.bet_id).stage == "checked" for b in bets):
-        assert time.monotonic() < deadline, "bets left behind by the killed worker were not taken over"
-        send_heartbeat()
-        time.sleep(2)  # one heartbeat per claim TTL, as a schedule would send them
+    wait_for(all_checked_after_a_heartbeat, 120, "bets left behind by the killed worker to be taken over")
     # And none moved twice; the ledger verifies
     assert moves_per_bet(db) == {b.bet_id: 1 for b in bets}
     assert runtime.enforcer.verify() == []
