@@ -19,7 +19,11 @@ from typing import Any
 from bench.metrics import Metric, publish
 from bench.stack import bench_stack, worker
 
-ROUND_TRIPS = 40
+ROUND_TRIPS = 100
+#: Round trips of each kind not counted: the first ones open connections and fill caches.
+WARM_UP = 10
+#: Round trips of one kind in a row (see bench_round_trip).
+BLOCK = 25
 DRAIN_BETS = 60
 LOOKUP_HEARTBEATS = 5
 FLEET_ENV = {
@@ -28,27 +32,36 @@ FLEET_ENV = {
 }
 
 
-def _round_trips(send: Any, n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        send().get(timeout=60)
-        times.append(time.perf_counter() - start)
-    return times
+def _round_trip(send: Any) -> float:
+    start = time.perf_counter()
+    send().get(timeout=60)
+    return time.perf_counter() - start
 
 
 def bench_round_trip(env: dict[str, str], logs: Path) -> tuple[float, float]:
-    """Median seconds: raw no-op task vs an idle fleet heartbeat (1 worker process each)."""
+    """Median seconds: raw no-op task vs an idle fleet heartbeat (1 worker process each).
+
+    Both workers run at once and the two kinds of task take turns in blocks, so load on
+    the machine that comes and goes hits both sides of the ratio alike. Blocks, not single
+    tasks in turn: a task sent the moment the other worker replied would pay for that
+    worker's trailing work (its ack, its events) and make the baseline look slower.
+    """
     from bench.rawapp import app as raw
     from fleet.celery_app import make_app
     from fleet.settings import load_settings
 
-    with worker("bench.rawapp", "raw", 1, env, logs / "raw.log"):
-        raw_times = _round_trips(lambda: raw.send_task("raw.noop", queue="raw"), ROUND_TRIPS)
     fleet_app = make_app(load_settings())
-    with worker("fleet", "bench", 1, env, logs / "idle.log"):
-        send = lambda: fleet_app.send_task("fleet.heartbeat", args=["idler"], queue="bench")  # noqa: E731
-        fleet_times = _round_trips(send, ROUND_TRIPS)
+    send_raw = lambda: raw.send_task("raw.noop", queue="raw")  # noqa: E731
+    send_fleet = lambda: fleet_app.send_task("fleet.heartbeat", args=["idler"], queue="bench")  # noqa: E731
+    raw_times: list[float] = []
+    fleet_times: list[float] = []
+    raw_log, fleet_log = logs / "raw.log", logs / "idle.log"
+    with worker("bench.rawapp", "raw", 1, env, raw_log), worker("fleet", "bench", 1, env, fleet_log):
+        for _ in range(WARM_UP):
+            _round_trip(send_raw), _round_trip(send_fleet)
+        for _ in range(ROUND_TRIPS // BLOCK):
+            raw_times += [_round_trip(send_raw) for _ in range(BLOCK)]
+            fleet_times += [_round_trip(send_fleet) for _ in range(BLOCK)]
     return statistics.median(raw_times), statistics.median(fleet_times)
 
 

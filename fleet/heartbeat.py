@@ -189,23 +189,34 @@ def run_heartbeat(
     lock_ttl = runtime.settings.lock_ttl_s
     on_lost = partial(stop.set, LOCK_LOST)
     with agent_lock(runtime.redis, agent, lock_ttl, token=record.heartbeat_id, on_lost=on_lost) as lock:
+        # The agent's open tasks, read once the lock is held (so a task the previous run
+        # closed is seen closed), while the done-record read finishes.
+        tasks = runtime.pool.submit(runtime.board.open_for, agent) if lock else None
         if earlier is not None and (done := earlier.result()) is not None:
             return done  # a retry or redelivery of a heartbeat that finished: its work is done
-        if not lock:
+        if tasks is None:
             holder = f" ({lock.holder})" if lock.holder else ""
             record.status, record.error = "skipped", f"another heartbeat of this agent is running{holder}"
         else:
-            _run_stoppable(runtime, spec, record, debug, stop)
-    _finish(runtime, record, overwrite=lock.acquired)
+            _run_stoppable(runtime, spec, record, debug, stop, tasks)
+        # The record is stored while the lock is let go (a redelivered copy that waited for
+        # the lock then finds it).
+        finishing = runtime.pool.submit(_finish, runtime, record, lock.acquired)
+    finishing.result()
     return record
 
 
 def _run_stoppable(
-    runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debug: bool, stop: StopSignal
+    runtime: Runtime,
+    spec: AgentSpec,
+    record: HeartbeatRecord,
+    debug: bool,
+    stop: StopSignal,
+    tasks: Future[list[Task]],
 ) -> None:
     """Run the heartbeat; on Celery's soft time limit or a lost lock, record why it stopped."""
     try:
-        _run_locked(runtime, spec, record, debug, stop)
+        _run_locked(runtime, spec, record, debug, stop, tasks)
     except SoftTimeLimitExceeded:
         record.status = TIMEOUT
         record.error = "soft time limit reached: stopped, unfinished bets left to the next heartbeat"
@@ -215,7 +226,12 @@ def _run_stoppable(
 
 
 def _run_locked(
-    runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord, debug: bool, stop: StopSignal
+    runtime: Runtime,
+    spec: AgentSpec,
+    record: HeartbeatRecord,
+    debug: bool,
+    stop: StopSignal,
+    tasks: Future[list[Task]],
 ) -> None:
     try:
         loaded = load_protocols(runtime.settings.protocols_dir)
@@ -240,7 +256,7 @@ def _run_locked(
         db=runtime.db,
         pool=runtime.pool,
         debug=debug,
-        tasks=_close_protocol_task(runtime, spec, runtime.board.open_for(spec.name)),
+        tasks=_close_protocol_task(runtime, spec, tasks.result()),
         stop=stop,
     )
     ctx.log("start", protocol=loaded.version, hash=loaded.hash, open_tasks=len(ctx.tasks))
