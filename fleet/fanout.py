@@ -149,7 +149,7 @@ def run_bet(runtime: Runtime, agent: str, view: Bet, parent: str, task_id: str) 
 
 
 def _run_claimed(runtime: Runtime, ctx: HeartbeatContext, view: Bet, record: HeartbeatRecord) -> None:
-    from fleet.heartbeat import _process_bet
+    from fleet.heartbeat import process_bet
 
     ttl = timedelta(seconds=ctx.protocols.protocols.escalation.claim_ttl_s)
     claims = Claims(runtime.db, ctx.agent, record.heartbeat_id, ttl)
@@ -161,7 +161,7 @@ def _run_claimed(runtime: Runtime, ctx: HeartbeatContext, view: Bet, record: Hea
             with _renewing(runtime, claims, ttl, member(view.bet_id, view.seq)):
                 # As in-process: the listed view is the claimed one; it reads the bet afresh
                 # and skips it if it moved meanwhile.
-                outcome = _process_bet(runtime, ctx, resolve_handler(ctx.spec), view)
+                outcome = process_bet(runtime, ctx, resolve_handler(ctx.spec), view)
     finally:
         # Only once the renewer has stopped (see fleet.heartbeat._run_per_bet).
         claims.release_all()
@@ -193,19 +193,11 @@ def _renewing(runtime: Runtime, claims: Claims, ttl: timedelta, in_flight: str) 
 
 def _context(runtime: Runtime, spec: AgentSpec, record: HeartbeatRecord) -> HeartbeatContext:
     """The context a bet task's handler gets: the same as its heartbeat's, under the task's id."""
+    from fleet.heartbeat import heartbeat_context
+
     loaded = load_protocols(runtime.settings.protocols_dir)
     record.protocol_version, record.protocol_hash = loaded.version, loaded.hash
-    return HeartbeatContext(
-        spec=spec,
-        heartbeat_id=record.heartbeat_id,
-        protocols=loaded,
-        registry=runtime.registry,
-        enforcer=runtime.enforcer,
-        board=runtime.board,
-        db=runtime.db,
-        pool=runtime.pool,
-        debug=runtime.settings.debug,
-    )
+    return heartbeat_context(runtime, spec, record.heartbeat_id, loaded, runtime.settings.debug)
 
 
 def summary(db: Database[Document], heartbeat_id: str) -> dict[str, int]:

@@ -246,19 +246,8 @@ def _run_locked(
         with suppress(FleetError):  # best effort: the skip itself is on the record
             usage.file_budget_task(runtime.board, spec.name, spec.owner, over, record.started_at)
         return
-    ctx = HeartbeatContext(
-        spec=spec,
-        heartbeat_id=record.heartbeat_id,
-        protocols=loaded,
-        registry=runtime.registry,
-        enforcer=runtime.enforcer,
-        board=runtime.board,
-        db=runtime.db,
-        pool=runtime.pool,
-        debug=debug,
-        tasks=_close_protocol_task(runtime, spec, tasks.result()),
-        stop=stop,
-    )
+    open_tasks = _close_protocol_task(runtime, spec, tasks.result())
+    ctx = heartbeat_context(runtime, spec, record.heartbeat_id, loaded, debug, tasks=open_tasks, stop=stop)
     ctx.log("start", protocol=loaded.version, hash=loaded.hash, open_tasks=len(ctx.tasks))
     try:
         handler = resolve_handler(spec)
@@ -280,6 +269,31 @@ def _run_locked(
         if ctx.retries:
             record.actions["retries"] = ctx.retries
         record.trace = ctx.trace
+
+
+def heartbeat_context(
+    runtime: Runtime,
+    spec: AgentSpec,
+    heartbeat_id: str,
+    loaded: LoadedProtocols,
+    debug: bool,
+    tasks: list[Task] | None = None,
+    stop: StopSignal | None = None,
+) -> HeartbeatContext:
+    """What a handler sees in one heartbeat (or one fanned-out bet of it): the runtime's parts."""
+    return HeartbeatContext(
+        spec=spec,
+        heartbeat_id=heartbeat_id,
+        protocols=loaded,
+        registry=runtime.registry,
+        enforcer=runtime.enforcer,
+        board=runtime.board,
+        db=runtime.db,
+        pool=runtime.pool,
+        debug=debug,
+        tasks=tasks if tasks is not None else [],
+        stop=stop if stop is not None else StopSignal(),
+    )
 
 
 def _protocol_task_key(spec: AgentSpec) -> str:
@@ -383,7 +397,7 @@ def _process_in_time(
         ctx.log("deadline", bet=bet.bet_id, stopping=ctx.stop.reason)
         why = f"stopping: {ctx.stop.reason}" if ctx.stop.is_set() else "time limit near"
         return {"bet_id": bet.bet_id, "seq": bet.seq, "outcome": "skipped", "error": why}
-    return _process_bet(runtime, ctx, handler, bet)
+    return process_bet(runtime, ctx, handler, bet)
 
 
 def _claim_batch(
@@ -410,7 +424,7 @@ def _claim_batch(
             ctx.log("claimed-elsewhere", bet=bet.bet_id)
 
 
-def _process_bet(
+def process_bet(
     runtime: Runtime, ctx: HeartbeatContext, handler: Callable[..., Any], claimed: Bet
 ) -> dict[str, Any]:
     """Run the handler on one bet and commit its decision; never raises but for infra errors."""
@@ -596,6 +610,8 @@ __all__ = [
     "LoadedProtocols",
     "Runtime",
     "get_runtime",
+    "heartbeat_context",
+    "process_bet",
     "record_unrun",
     "run_heartbeat",
     "stored_record",

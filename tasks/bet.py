@@ -14,12 +14,12 @@ from pydantic import ValidationError
 
 from fleet import celery_app
 from fleet.constants import BET_TASK
-from fleet.errors import TRANSIENT_ERRORS, BadTaskArguments, ConfigError, UnknownAgent, first_line
+from fleet.errors import BadTaskArguments, first_line
 from fleet.fanout import run_bet
 from fleet.heartbeat import get_runtime
 from fleet.ledger import Bet
 
-from .heartbeat import TASK_RETRY
+from .heartbeat import RETRYING
 
 app = celery_app.get_app()
 
@@ -50,13 +50,9 @@ def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str,
     name=BET_TASK,
     bind=True,
     typing=False,
-    # Same split as the heartbeat: store or broker down -> retry with backoff; bad input never.
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=TASK_RETRY.backoff_max_s,
-    retry_jitter=True,
-    max_retries=TASK_RETRY.max_retries,
-    throws=(BadTaskArguments, UnknownAgent, ConfigError),
+    # Same split as the heartbeat: store or broker down -> retry with backoff; a failed
+    # external call or bad input never.
+    **RETRYING,
 )
 def bet(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Process one bet and return its part record's outcome."""

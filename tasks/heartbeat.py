@@ -51,6 +51,21 @@ def task_retry_policy() -> TaskRetryPolicy:
 
 TASK_RETRY = task_retry_policy()
 
+#: Celery options of every fleet task over the shared state (heartbeats and fanned-out bets).
+RETRYING: dict[str, Any] = {
+    # Store or broker unreachable: retry the whole task (it is idempotent). Never for a
+    # failed external call: that stays inside the heartbeat, on its record.
+    "autoretry_for": TASK_RETRY_ERRORS,
+    # Exponential backoff, capped, with jitter so retries of many agents do not align.
+    "retry_backoff": True,
+    "retry_backoff_max": TASK_RETRY.backoff_max_s,
+    "retry_jitter": True,
+    # Give up after this many retries; the next scheduled heartbeat tries again anyway.
+    "max_retries": TASK_RETRY.max_retries,
+    # Bad input is the sender's error: reported as a failure, logged without a traceback.
+    "throws": (BadTaskArguments, UnknownAgent, ConfigError),
+}
+
 
 def parse_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str, bool]:
     """Check a heartbeat's arguments against the task's signature and types.
@@ -133,17 +148,7 @@ class HeartbeatTask(Task):  # type: ignore[misc]
     name=HEARTBEAT_TASK,
     bind=True,
     base=HeartbeatTask,
-    # Store or broker unreachable: retry the whole heartbeat (it is idempotent). Never for a
-    # failed external call: that stays inside the heartbeat, on its record.
-    autoretry_for=TASK_RETRY_ERRORS,
-    # Exponential backoff, capped, with jitter so retries of many agents do not align.
-    retry_backoff=True,
-    retry_backoff_max=TASK_RETRY.backoff_max_s,
-    retry_jitter=True,
-    # Give up after this many retries; the next scheduled heartbeat tries again anyway.
-    max_retries=TASK_RETRY.max_retries,
-    # Bad input is the sender's error: reported as a failure, logged without a traceback.
-    throws=(BadTaskArguments, UnknownAgent, ConfigError),
+    **RETRYING,
     # Heartbeat outcomes are also kept as task results for `celery call` users.
     ignore_result=False,
     # Each agent's own soft and hard time limits (see HeartbeatRequest).
