@@ -13,6 +13,7 @@ import os
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,12 @@ def _round_trip(send: Any) -> float:
     return time.perf_counter() - start
 
 
-def bench_round_trip(env: dict[str, str], logs: Path) -> tuple[float, float]:
-    """Median seconds: raw no-op task vs an idle fleet heartbeat (1 worker process each).
+def bench_round_trip(env: dict[str, str], logs: Path) -> tuple[float, float, float]:
+    """Median seconds: raw no-op task, an idle fleet heartbeat, and the floor of any recorded
+    heartbeat (``raw.floor``: a Redis lock and one store insert), 1 worker process each.
 
-    Both workers run at once and the two kinds of task take turns in blocks, so load on
-    the machine that comes and goes hits both sides of the ratio alike. Blocks, not single
+    Both workers run at once and the kinds of task take turns in blocks, so load on the
+    machine that comes and goes hits every side of the ratio alike. Blocks, not single
     tasks in turn: a task sent the moment the other worker replied would pay for that
     worker's trailing work (its ack, its events) and make the baseline look slower.
     """
@@ -51,18 +53,22 @@ def bench_round_trip(env: dict[str, str], logs: Path) -> tuple[float, float]:
     from fleet.settings import load_settings
 
     fleet_app = make_app(load_settings())
-    send_raw = lambda: raw.send_task("raw.noop", queue="raw")  # noqa: E731
-    send_fleet = lambda: fleet_app.send_task("fleet.heartbeat", args=["idler"], queue="bench")  # noqa: E731
-    raw_times: list[float] = []
-    fleet_times: list[float] = []
+    kinds = {
+        "raw": lambda: raw.send_task("raw.noop", queue="raw"),
+        "fleet": lambda: fleet_app.send_task("fleet.heartbeat", args=["idler"], queue="bench"),
+        "floor": lambda: raw.send_task("raw.floor", args=[uuid.uuid4().hex], queue="raw"),
+    }
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
     raw_log, fleet_log = logs / "raw.log", logs / "idle.log"
     with worker("bench.rawapp", "raw", 1, env, raw_log), worker("fleet", "bench", 1, env, fleet_log):
-        for _ in range(WARM_UP):
-            _round_trip(send_raw), _round_trip(send_fleet)
+        for send in kinds.values():
+            for _ in range(WARM_UP):
+                _round_trip(send)
         for _ in range(ROUND_TRIPS // BLOCK):
-            raw_times += [_round_trip(send_raw) for _ in range(BLOCK)]
-            fleet_times += [_round_trip(send_fleet) for _ in range(BLOCK)]
-    return statistics.median(raw_times), statistics.median(fleet_times)
+            for kind, send in kinds.items():
+                times[kind] += [_round_trip(send) for _ in range(BLOCK)]
+    raw_s, fleet_s, floor_s = (statistics.median(times[kind]) for kind in ("raw", "fleet", "floor"))
+    return raw_s, fleet_s, floor_s
 
 
 def _drain(env: dict[str, str], concurrency: int, log: Path) -> float:
@@ -126,8 +132,12 @@ def run(names: set[str]) -> None:
     with bench_stack() as env:
         env = {**env, **FLEET_ENV}
         if "idle_heartbeat_vs_celery" in names:
-            raw, idle = bench_round_trip(env, logs)
-            detail = f"median {idle * 1000:.1f} ms vs raw no-op task {raw * 1000:.1f} ms"
+            raw, idle, floor = bench_round_trip(env, logs)
+            detail = (
+                f"median {idle * 1000:.1f} ms vs raw no-op task {raw * 1000:.1f} ms; a raw task with "
+                f"a Redis lock and one store insert (any recorded heartbeat's floor): "
+                f"{floor * 1000:.1f} ms = {floor / raw:.2f}x raw, heartbeat {idle / floor:.2f}x that floor"
+            )
             publish(
                 Metric("idle_heartbeat_vs_celery", idle / raw, METRICS["idle_heartbeat_vs_celery"], detail)
             )

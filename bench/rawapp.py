@@ -1,9 +1,11 @@
-"""A raw Celery app: a no-op task (the heartbeat baseline) and an I/O task (the drain baseline)."""
+"""A raw Celery app: a no-op task (the heartbeat baseline), the floor of any recorded heartbeat,
+and an I/O task (the drain baseline)."""
 
 from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import redis
 from celery import Celery
@@ -30,6 +32,29 @@ def io(seconds: float) -> None:
 
 
 RAW_DONE_KEY = "raw:done"
+
+
+@app.task(name="raw.floor")
+def floor(token: str) -> None:
+    """What any heartbeat that keeps a durable record must do at least: take and let go of a
+    Redis lock, and insert one document into the store. Not a goal: it shows how much of the
+    idle heartbeat's ratio is the record itself."""
+    lock = _counter().lock("raw:lock", timeout=30)
+    lock.acquire(blocking=False, token=token)
+    _store().insert_one({"_id": token})
+    lock.release()
+
+
+def _store() -> Any:
+    global _STORE
+    if _STORE is None:
+        from pymongo import MongoClient
+
+        _STORE = MongoClient(os.environ["FLEET_MONGO_URL"])[os.environ["FLEET_MONGO_DB"]]["raw_floor"]
+    return _STORE
+
+
+_STORE: Any = None
 
 
 def _counter() -> redis.Redis:
