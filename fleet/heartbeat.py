@@ -68,6 +68,9 @@ from fleet.store import Document, clock, database, ensure_indexes, redis_client,
 LOOKUP_THREADS = 8
 #: Bets of one heartbeat handled at once: they are independent, and most of a bet's time is I/O.
 BET_THREADS = 4
+#: Threads per process for a heartbeat's own store reads and writes that overlap each other
+#: (apart from the lookup pool, so a handler's slow lookups never delay a heartbeat's record).
+IO_THREADS = 8
 #: Share of the agent's time limit after which no new bet is started.
 SOFT_DEADLINE_SHARE = 0.8
 #: A polling heartbeat reads this many candidates per claimable slot (some are claimed by others).
@@ -97,6 +100,7 @@ class Runtime:
     board: Board
     pool: ThreadPoolExecutor
     bet_pool: ThreadPoolExecutor
+    io_pool: ThreadPoolExecutor
 
     @classmethod
     def build(cls, settings: Settings | None = None, registry: Registry | None = None) -> Runtime:
@@ -113,6 +117,7 @@ class Runtime:
             board=Board(db),
             pool=ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="fleet-lookup"),
             bet_pool=ThreadPoolExecutor(BET_THREADS, thread_name_prefix="fleet-bet"),
+            io_pool=ThreadPoolExecutor(IO_THREADS, thread_name_prefix="fleet-io"),
         )
 
 
@@ -176,7 +181,7 @@ def run_heartbeat(
     """
     spec = runtime.registry.require(agent)
     # Whether this id already ran is read while the lock is taken (two round trips at once).
-    earlier = runtime.pool.submit(stored_record, runtime.db, heartbeat_id) if heartbeat_id else None
+    earlier = runtime.io_pool.submit(stored_record, runtime.db, heartbeat_id) if heartbeat_id else None
     record = HeartbeatRecord(
         heartbeat_id=heartbeat_id or uuid.uuid4().hex,
         agent=agent,
@@ -191,7 +196,7 @@ def run_heartbeat(
     with agent_lock(runtime.redis, agent, lock_ttl, token=record.heartbeat_id, on_lost=on_lost) as lock:
         # The agent's open tasks, read once the lock is held (so a task the previous run
         # closed is seen closed), while the done-record read finishes.
-        tasks = runtime.pool.submit(runtime.board.open_for, agent) if lock else None
+        tasks = runtime.io_pool.submit(runtime.board.open_for, agent) if lock else None
         if earlier is not None and (done := earlier.result()) is not None:
             return done  # a retry or redelivery of a heartbeat that finished: its work is done
         if tasks is None:
@@ -201,7 +206,7 @@ def run_heartbeat(
             _run_stoppable(runtime, spec, record, debug, stop, tasks)
         # The record is stored while the lock is let go (a redelivered copy that waited for
         # the lock then finds it).
-        finishing = runtime.pool.submit(_finish, runtime, record, lock.acquired)
+        finishing = runtime.io_pool.submit(_finish, runtime, record, lock.acquired)
     finishing.result()
     return record
 

@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 
 logger = logging.getLogger("fleet.renewer")
 
-#: Renewals that may run at once in one process (each a Redis or store round trip).
-RENEWAL_THREADS = 4
+#: Renewals that may run at once in one process (each a Redis or store round trip; one that
+#: hangs until its store timeout holds a thread, so there are enough for every lease of a
+#: threads-pool worker's concurrent heartbeats).
+RENEWAL_THREADS = 8
 #: Seconds the end of a block waits for a renewal of its lease that is running right then.
 STOP_WAIT_S = 5.0
 
