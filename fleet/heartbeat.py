@@ -203,7 +203,7 @@ def run_heartbeat(
             holder = f" ({lock.holder})" if lock.holder else ""
             record.status, record.error = "skipped", f"another heartbeat of this agent is running{holder}"
         else:
-            _run_stoppable(runtime, spec, record, debug, stop, tasks)
+            _run_stoppable(record, stop, partial(_run_locked, runtime, spec, record, debug, stop, tasks))
         # The record is stored while the lock is let go (a redelivered copy that waited for
         # the lock then finds it).
         finishing = runtime.io_pool.submit(_finish, runtime, record, lock.acquired)
@@ -211,17 +211,10 @@ def run_heartbeat(
     return record
 
 
-def _run_stoppable(
-    runtime: Runtime,
-    spec: AgentSpec,
-    record: HeartbeatRecord,
-    debug: bool,
-    stop: StopSignal,
-    tasks: Future[list[Task]],
-) -> None:
-    """Run the heartbeat; on Celery's soft time limit or a lost lock, record why it stopped."""
+def _run_stoppable(record: HeartbeatRecord, stop: StopSignal, run: Callable[[], None]) -> None:
+    """Run the heartbeat's work; on Celery's soft time limit or a lost lock, record why it stopped."""
     try:
-        _run_locked(runtime, spec, record, debug, stop, tasks)
+        run()
     except SoftTimeLimitExceeded:
         record.status = TIMEOUT
         record.error = "soft time limit reached: stopped, unfinished bets left to the next heartbeat"

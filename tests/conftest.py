@@ -132,6 +132,19 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str =
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def celery_process(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A Celery command (worker, beat, ...) in its own session, output to ``log``, env on top of ours."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 @pytest.fixture
 def start_worker(stack: Stack, redis: redis_lib.Redis, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     """Factory: start a real worker on some queues; every worker is stopped after the test."""
@@ -157,15 +170,7 @@ def start_worker(stack: Stack, redis: redis_lib.Redis, tmp_path: Path) -> Iterat
             "-l",
             "INFO",
         ]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env={**os.environ, **stack.env, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = celery_process(cmd, {**stack.env, **env}, log)
         worker = Worker(name, proc, log)
         started.append(worker)
         wait_for(lambda: "ready." in worker.output() or proc.poll() is not None, 60, f"{name} ready")

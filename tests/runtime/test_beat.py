@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,7 +16,7 @@ from fleet.beat import SLOT_HEADER, SingletonScheduler, slot_of
 from fleet.constants import BEAT_LOCK_KEY
 from fleet.schedule import DaySchedule
 
-from ..conftest import ROOT, Worker, wait_for
+from ..conftest import Worker, celery_process, wait_for
 from .conftest import TEST_FLEET_ENV
 
 #: A fleet day of 12 s: each test agent has a slot every 6 s, so the fleet sends one every ~2 s.
@@ -56,15 +54,7 @@ def start_beat(stack, redis, tmp_path: Path) -> Iterator[Callable[[str], Worker]
             "-l",
             "INFO",
         ]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env={**os.environ, **stack.env, **BEAT_ENV},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = celery_process(cmd, {**stack.env, **BEAT_ENV}, log)
         beat = Worker(name, proc, log)
         started.append(beat)
         return beat

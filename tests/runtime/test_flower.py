@@ -127,7 +127,7 @@ def test_flower_turns_on_task_events_so_it_shows_heartbeats_as_they_run(flower, 
         app.send_task("fleet.heartbeat", args=["checker"], queue="alpha").get(timeout=30)
         status, body = get(flower, "/api/tasks?limit=50", "ops:s3cret")
         tasks = json.loads(body).values() if status == 200 else []
-        return [t["uuid"] for t in tasks if t.get("name") == "fleet.heartbeat" and t.get("state") == "SUCCESS"]
+        return [t["uuid"] for t in tasks if (t.get("name"), t.get("state")) == ("fleet.heartbeat", "SUCCESS")]
 
     # Then Flower has turned the worker's events on and lists them as succeeded
     assert wait_for(heartbeats_seen, 60, "Flower to list a heartbeat")
