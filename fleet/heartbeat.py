@@ -204,8 +204,7 @@ def run_heartbeat(
             record.status, record.error = "skipped", f"another heartbeat of this agent is running{holder}"
         else:
             _run_stoppable(record, stop, partial(_run_locked, runtime, spec, record, debug, stop, tasks))
-        # The record is stored while the lock is let go (a redelivered copy that waited for
-        # the lock then finds it).
+        # The record is stored while the lock is let go: two round trips at once.
         finishing = runtime.io_pool.submit(_finish, runtime, record, lock.acquired)
     finishing.result()
     return record
