@@ -78,7 +78,7 @@ def lookup(source: str, bet: dict[str, Any]) -> str:
         PEAK_LOOKUPS["now"] += 1
         PEAK_LOOKUPS["peak"] = max(PEAK_LOOKUPS["peak"], PEAK_LOOKUPS["now"])
     try:
-        time.sleep(float(bet.get("lookup_s", 0)))
+        time.sleep(float(bet.get("lookup_s", 0)))  # the simulated call itself: work, not a wait
         if bet.get("fail_calls"):
             raise ExternalCallFailed(f"{source} is down")
         return source
@@ -96,7 +96,7 @@ def call_out(ctx: HeartbeatContext) -> None:
 
 
 def linger(ctx: HeartbeatContext) -> None:
-    time.sleep(LINGER_S)
+    time.sleep(LINGER_S)  # a handler that hangs: the work under test, not a wait
 
 
 def check(ctx: BetContext) -> Decision:
@@ -105,7 +105,7 @@ def check(ctx: BetContext) -> Decision:
         raise ValueError("handler bug on this bet")
     if fields.get("store_down"):
         raise LedgerUnavailable("store down (as the bet asked)")
-    time.sleep(float(fields.get("sleep_s", 0)))
+    time.sleep(float(fields.get("sleep_s", 0)))  # the simulated work itself, not a wait
     sources = ctx.gather(*(lambda s=s: ctx.call(lookup, s, fields) for s in ("a", "b", "c", "d", "e")))
     if fields.get("verdict") == "wait":
         return Decision.stay("not yet")

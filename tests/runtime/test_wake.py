@@ -197,13 +197,13 @@ def test_a_heartbeat_killed_with_its_process_stops_counting_within_its_lease(run
     # 1 s lease (the lease shortened for the test), SIGKILLed mid-run
     url = stack.env["FLEET_BROKER_URL"]
     code = (
-        "import time, redis\n"
+        "import signal, redis\n"
         "from fleet import wake\n"
         "class W: pass\n"
         f"w = W(); w.redis = redis.Redis.from_url({url!r})\n"
         "wake.RUNNING_LEASE_S = 1.0\n"
         "with wake.tracked(w, 'checker', 'hb-dead', 'scheduled', ttl_s=600.0):\n"
-        "    print('in', flush=True); time.sleep(60)\n"
+        "    print('in', flush=True); signal.pause()\n"  # until SIGKILLed
     )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "in"
