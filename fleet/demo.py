@@ -35,14 +35,13 @@ from fleet import services as svc
 from fleet.agents import Registry, get_registry
 from fleet.constants import HEARTBEATS, REFUSALS, TRANSITIONS
 from fleet.errors import TransitionRefused
-from fleet.flower import DEMO_PASSWORD
 from fleet.handoff import handoffs
 from fleet.ledger import Enforcer
 from fleet.logs import format_actions
 from fleet.pipeline import fill_seed_fields
 from fleet.routing import queue_names
 from fleet.schedule import load_report, peak_running
-from fleet.settings import Settings, get_settings, mask_url
+from fleet.settings import DEMO_PASSWORD, Settings, get_settings, mask_url
 from fleet.store import Document, database, ensure_indexes, ping_mongo, ping_redis, redis_client
 
 console = Console()

@@ -314,7 +314,7 @@ def payload(ctx: BetContext | HeartbeatContext) -> dict[str, Any]:
         "role": heartbeat.spec.role,
         "heartbeat_id": heartbeat.heartbeat_id,
         "instructions": _instructions(heartbeat),
-        "protocols": {"version": loaded.version, "hash": loaded.hash, "text": loaded.path.read_text("utf-8")},
+        "protocols": {"version": loaded.version, "hash": loaded.hash, "text": loaded.text},
         "bet": None,
         "your_moves": [],
     }

@@ -46,8 +46,6 @@ if TYPE_CHECKING:
     from fleet.agents import AgentSpec
     from fleet.heartbeat import HeartbeatRecord, Runtime
 
-PART_REASON = BET_PART_REASON
-
 
 def wanted(spec: AgentSpec, candidates: int) -> bool:
     """Fan out when the spec allows it and the batch is more than one process runs at once."""
@@ -129,7 +127,7 @@ def run_bet(runtime: Runtime, agent: str, view: Bet, parent: str, task_id: str) 
     record = HeartbeatRecord(
         heartbeat_id=task_id,
         agent=agent,
-        reason=PART_REASON,
+        reason=BET_PART_REASON,
         started_at=clock(runtime.db).now(),
         spec_protocol_version=spec.protocol_version,
     )

@@ -12,7 +12,6 @@ window keeps. A store that cannot be reached raises
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,21 +20,11 @@ from pymongo.database import Database
 
 from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, REFUSALS, TRANSITIONS
 from fleet.ledger.records import CREATE_KIND
+from fleet.queries.activity import overlap_peak
+from fleet.queries.common import aware, find
 from fleet.store import reading
 
 Doc = dict[str, Any]
-
-
-def _find(db: Database[Doc], collection: str, query: Doc, fields: list[str]) -> list[Doc]:
-    with reading(collection):
-        return list(db[collection].find(query, fields))
-
-
-def _aware(value: object) -> datetime | None:
-    """A stored date as an aware UTC datetime; None if it is not a date."""
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # --- stages -----------------------------------------------------------------------------
@@ -44,8 +33,8 @@ def _aware(value: object) -> datetime | None:
 def oldest_per_stage(db: Database[Doc]) -> dict[str, datetime]:
     """Per stage, when its longest-waiting bet arrived there (its projection's ``updated_at``)."""
     oldest: dict[str, datetime] = {}
-    for doc in _find(db, BETS, {}, ["stage", "updated_at"]):
-        stage, at = doc.get("stage"), _aware(doc.get("updated_at"))
+    for doc in find(db, BETS, {}, ["stage", "updated_at"]):
+        stage, at = doc.get("stage"), aware(doc.get("updated_at"))
         if isinstance(stage, str) and at is not None and (stage not in oldest or at < oldest[stage]):
             oldest[stage] = at
     return oldest
@@ -72,7 +61,7 @@ def flow_per_stage(db: Database[Doc], since: datetime) -> RecentFlow:
     """Per stage, accepted transitions into and out of it since ``since`` (creations enter); refusals."""
     entered: Counter[str] = Counter()
     left: Counter[str] = Counter()
-    for doc in _find(db, TRANSITIONS, {"at": {"$gte": since}}, ["from_stage", "to_stage"]):
+    for doc in find(db, TRANSITIONS, {"at": {"$gte": since}}, ["from_stage", "to_stage"]):
         entered[str(doc.get("to_stage"))] += 1
         if doc.get("from_stage") is not None:
             left[str(doc.get("from_stage"))] += 1
@@ -139,13 +128,13 @@ def heartbeat_figures(db: Database[Doc]) -> HeartbeatFigures:
     by_outcome: Counter[tuple[str, str]] = Counter()
     durations: list[float] = []
     last: dict[str, datetime] = {}
-    for doc in _find(db, HEARTBEATS, {}, ["agent", "status", "duration_s", "started_at"]):
+    for doc in find(db, HEARTBEATS, {}, ["agent", "status", "duration_s", "started_at"]):
         agent = str(doc.get("agent"))
         by_outcome[(agent, str(doc.get("status")))] += 1
         duration = doc.get("duration_s")
         if isinstance(duration, int | float):
             durations.append(float(duration))
-        started = _aware(doc.get("started_at"))
+        started = aware(doc.get("started_at"))
         if started is not None and (agent not in last or started > last[agent]):
             last[agent] = started
     return HeartbeatFigures(by_outcome, durations, last)
@@ -159,7 +148,7 @@ def claim_takeovers(db: Database[Doc]) -> int:
 
 def failures_per_agent(db: Database[Doc]) -> Counter[str]:
     """Failed attempts on bets (external calls that kept failing), by agent."""
-    return Counter(str(doc.get("agent")) for doc in _find(db, FAILURES, {}, ["agent"]))
+    return Counter(str(doc.get("agent")) for doc in find(db, FAILURES, {}, ["agent"]))
 
 
 # --- one bet ------------------------------------------------------------------------------------
@@ -168,14 +157,14 @@ def failures_per_agent(db: Database[Doc]) -> Counter[str]:
 def bet_claims(db: Database[Doc], bet_id: str) -> list[Doc]:
     """Every stored claim on the bet, oldest seq and lease first."""
     fields = ["bet_id", "seq", "n", "agent", "heartbeat_id", "claimed_at", "expires_at", "released_at"]
-    docs = _find(db, CLAIMS, {"bet_id": bet_id}, fields)
+    docs = find(db, CLAIMS, {"bet_id": bet_id}, fields)
     return sorted(docs, key=lambda d: (_int(d.get("seq")), _int(d.get("n"))))
 
 
 def bet_failures(db: Database[Doc], bet_id: str) -> list[Doc]:
     """Every recorded failed attempt on the bet, oldest first."""
-    docs = _find(db, FAILURES, {"bet_id": bet_id}, ["seq", "agent", "heartbeat_id", "error", "at"])
-    return sorted(docs, key=lambda d: _aware(d.get("at")) or datetime.min.replace(tzinfo=UTC))
+    docs = find(db, FAILURES, {"bet_id": bet_id}, ["seq", "agent", "heartbeat_id", "error", "at"])
+    return sorted(docs, key=lambda d: aware(d.get("at")) or datetime.min.replace(tzinfo=UTC))
 
 
 def _int(value: object) -> int:
@@ -198,21 +187,11 @@ def observed_per_hour(db: Database[Doc], day_seconds: float, since: datetime) ->
     """Heartbeats since ``since`` folded onto the fleet's day (``day_seconds`` long), per hour."""
     intervals = [
         (start, end)
-        for doc in _find(db, HEARTBEATS, {"started_at": {"$gte": since}}, ["started_at", "finished_at"])
-        if (start := _aware(doc.get("started_at"))) and (end := _aware(doc.get("finished_at")))
+        for doc in find(db, HEARTBEATS, {"started_at": {"$gte": since}}, ["started_at", "finished_at"])
+        if (start := aware(doc.get("started_at"))) and (end := aware(doc.get("finished_at")))
     ]
     per_hour: dict[int, list[tuple[float, float]]] = {hour: [] for hour in range(24)}
     for start, end in intervals:
         at = start.timestamp() % day_seconds
         per_hour[int(at / day_seconds * 24) % 24].append((at, at + (end - start).total_seconds()))
-    return [ObservedHour(hour, len(spans), _peak(spans)) for hour, spans in per_hour.items()]
-
-
-def _peak(spans: Iterable[tuple[float, float]]) -> int:
-    """Most half-open spans covering one instant (ends sort before starts at equal times)."""
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-    running = peak = 0
-    for _, step in events:
-        running += step
-        peak = max(peak, running)
-    return peak
+    return [ObservedHour(hour, len(spans), overlap_peak(spans)[0]) for hour, spans in per_hour.items()]

@@ -12,10 +12,7 @@ import sys
 from pathlib import Path
 
 from fleet.errors import BadArgument, ConfigError
-from fleet.settings import Settings, get_settings
-
-#: The demo's password (``fleet demo`` sets it when none is given); Flower warns when it is used.
-DEMO_PASSWORD = "fleet"
+from fleet.settings import DEMO_PASSWORD, Settings, get_settings
 
 
 def basic_auth(settings: Settings | None = None) -> list[str]:

@@ -588,8 +588,7 @@ def record_unrun(
         finished_at=now,
     )
     logs.emit(record.line())
-    with suppress(DuplicateKeyError), translated("heartbeat record"):
-        db[HEARTBEATS].insert_one(record.to_doc())
+    write_record(db, record.to_doc(), overwrite=False)
 
 
 def stored_record(db: Database[dict[str, Any]], heartbeat_id: str) -> HeartbeatRecord | None:

@@ -202,6 +202,12 @@ class LoadedProtocols:
     version: str
     hash: str
     path: Path
+    #: The bytes that were parsed and hashed (what agents are shown: never a later re-read).
+    content: bytes = b""
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
 
     @property
     def stamp(self) -> ProtocolStamp:
@@ -241,7 +247,7 @@ def load_protocols(directory: Path, max_bytes: int | None = None) -> LoadedProto
     path = protocols_path(directory)
     content = _read(path, _max_bytes() if max_bytes is None else max_bytes)
     protocols = _validated(str(path), content)
-    return LoadedProtocols(protocols, protocols.version, file_hash(content), path)
+    return LoadedProtocols(protocols, protocols.version, file_hash(content), path, content)
 
 
 def _max_bytes() -> int:

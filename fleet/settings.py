@@ -56,6 +56,9 @@ from fleet.errors import SettingsError
 #: so a developer's own MongoDB or Redis is never touched).
 LOCAL_MONGO_PORT = 27027
 LOCAL_REDIS_PORT = 6390
+#: The password a fresh install and the demo use (web console, Flower): fine on a laptop's
+#: loopback, nowhere else; both warn or refuse when it is used elsewhere.
+DEMO_PASSWORD = "fleet"
 
 
 class Settings(BaseSettings):
@@ -97,7 +100,7 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8089, gt=0, lt=65536)
     web_user: str = Field(default="fleet", min_length=1)
-    web_password: str = Field(default="fleet", min_length=1)
+    web_password: str = Field(default=DEMO_PASSWORD, min_length=1)
     web_refresh_s: float = Field(default=3.0, ge=0.5, le=3600)
 
     @field_validator("mongo_url")

@@ -122,7 +122,8 @@ def _admit(
     keys = [RUNNING_HEARTBEATS_KEY, WAKE_GAP_KEY.format(agent=agent), WAKE_AGAIN_KEY.format(agent=agent),
             AGENT_LOCK_KEY.format(agent=agent), WAKE_WAITING_KEY]  # fmt: skip
     args: list[str | int | float] = [pending_member(agent), cap, int(gap_s * 1000), expires_s, agent]
-    outcome, delay_ms = client.eval(_ADMIT, len(keys), *keys, *args)
+    # A registered script goes by its hash (EVALSHA): the body is sent once per server, not per move.
+    outcome, delay_ms = client.register_script(_ADMIT)(keys=keys, args=args)
     text = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
     return text, int(delay_ms) / 1000  # type: ignore[return-value]
 

@@ -18,7 +18,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
-from fleet.errors import AgentToolsUnavailable, FleetError
+from fleet.errors import AgentToolsUnavailable, FleetError, first_line
 
 #: Seconds a check of the server may take before the server counts as down.
 CHECK_TIMEOUT_S = 10.0
@@ -93,4 +93,4 @@ async def _check(url: str, token: str) -> dict[str, Any]:
 def _root(exc: BaseException) -> str:
     """The first leaf of an exception group, as one line (anyio wraps transport errors)."""
     exc = _leaf(exc)
-    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+    return f"{type(exc).__name__}: {first_line(exc)}"

@@ -141,8 +141,7 @@ class FleetTools:
 
     def read_protocols(self, identity: Identity) -> dict[str, Any]:
         loaded = self._protocols()
-        text = loaded.path.read_text(encoding="utf-8")
-        return {"version": loaded.version, "hash": loaded.hash, "text": text}
+        return {"version": loaded.version, "hash": loaded.hash, "text": loaded.text}
 
     def list_tasks(self, identity: Identity, everyone: bool) -> dict[str, Any]:
         tasks = self.board.open_tasks() if everyone else self.board.open_for(identity.agent)

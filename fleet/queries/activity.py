@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo import DESCENDING
 from pymongo.database import Database
@@ -183,7 +183,11 @@ def peak_concurrency(db: Database[Doc], since: datetime | None = None) -> Peak:
     return Peak(peak=peak, at=at, heartbeats=len(intervals), since=since)
 
 
-def overlap_peak(intervals: Iterable[tuple[datetime, datetime]]) -> tuple[int, datetime | None]:
+#: A point in time: a datetime, or seconds into a fleet day.
+Instant = TypeVar("Instant", datetime, float)
+
+
+def overlap_peak(intervals: Iterable[tuple[Instant, Instant]]) -> tuple[int, Instant | None]:
     """Most half-open intervals covering one instant, and the first such instant."""
     # At equal times an end (-1) sorts before a start (+1): back-to-back is not overlap.
     events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])

@@ -12,10 +12,7 @@ import ipaddress
 import typer
 
 from fleet.errors import WebConsoleError
-from fleet.settings import Settings, get_settings
-
-#: The password every fresh install has; fine on a laptop's loopback, nowhere else.
-DEFAULT_PASSWORD = "fleet"
+from fleet.settings import DEMO_PASSWORD, Settings, get_settings
 
 
 def is_loopback(host: str) -> bool:
@@ -29,7 +26,7 @@ def is_loopback(host: str) -> bool:
 
 def check_bind(settings: Settings) -> None:
     """Refuse to serve with the default password anywhere but on loopback."""
-    if settings.web_password == DEFAULT_PASSWORD and not is_loopback(settings.web_host):
+    if settings.web_password == DEMO_PASSWORD and not is_loopback(settings.web_host):
         raise WebConsoleError(
             f"FLEET_WEB_HOST={settings.web_host} is not loopback:"
             " set FLEET_WEB_PASSWORD to a real secret first"

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from kombu.exceptions import OperationalError as KombuOperationalError
 from pymongo.database import Database
 
 from fleet import figures
@@ -26,7 +25,8 @@ from fleet.agents import Registry
 from fleet.audit import Finding, FindingKind
 from fleet.board import Board, Task
 from fleet.constants import HEARTBEAT_TASK, OPERATOR
-from fleet.errors import BrokerUnavailable, ProtocolError, first_line
+from fleet.dispatch import send
+from fleet.errors import ProtocolError
 from fleet.ledger import Enforcer
 from fleet.locks import held_locks
 from fleet.protocols import load_protocols
@@ -39,7 +39,6 @@ from fleet.store import Document
 FLOW_WINDOW = timedelta(hours=1)
 #: Most rows a list page shows.
 MAX_ROWS = 500
-#: Who the console's actions are recorded as.
 #: Seconds the CEO's audits (the costliest read: every unfinished bet with its claims, failures
 #: and heartbeats) are shared by every page refresh and scrape of one console process.
 AUDIT_TTL_S = 10.0
@@ -237,16 +236,10 @@ def agents_view(src: Sources, now: datetime) -> tuple[list[AgentView], str | Non
 
 def trigger(src: Sources, agent: str) -> tuple[str, str]:
     """Send an ad-hoc heartbeat to the agent's queue (as ``fleet trigger``); (task id, queue)."""
-    from fleet.celery_app import get_app  # lazy: building the app reads the whole catalogue
-
     spec = src.registry.require(agent)
     kwargs = {"reason": "adhoc", "debug": False}
     queue = str(route_task(HEARTBEAT_TASK, [spec.name], kwargs, {})["queue"])
-    try:
-        sent = get_app().send_task(HEARTBEAT_TASK, args=[spec.name], kwargs=kwargs)
-    except KombuOperationalError as exc:
-        raise BrokerUnavailable(f"cannot send {HEARTBEAT_TASK}: {first_line(exc)}") from None
-    return str(sent.id), queue
+    return send(HEARTBEAT_TASK, [spec.name], kwargs), queue
 
 
 # --- the board ------------------------------------------------------------------------------------

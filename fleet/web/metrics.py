@@ -55,14 +55,16 @@ def registry_for(snapshot: Callable[[], MetricsSnapshot]) -> CollectorRegistry:
 
 
 def _gauge(name: str, doc: str, labels: list[str], samples: Iterable[tuple[list[str], float]]) -> Metric:
-    family = GaugeMetricFamily(name, doc, labels=labels)
-    for values, value in samples:
-        family.add_metric(values, value)
-    return family
+    return _family(GaugeMetricFamily(name, doc, labels=labels), samples)
 
 
 def _counter(name: str, doc: str, labels: list[str], samples: Iterable[tuple[list[str], float]]) -> Metric:
-    family = CounterMetricFamily(name, doc, labels=labels)
+    return _family(CounterMetricFamily(name, doc, labels=labels), samples)
+
+
+def _family(
+    family: GaugeMetricFamily | CounterMetricFamily, samples: Iterable[tuple[list[str], float]]
+) -> Metric:
     for values, value in samples:
         family.add_metric(values, value)
     return family
