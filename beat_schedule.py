@@ -2,7 +2,7 @@
 
 Only beat builds it: the app names :class:`Scheduler` as ``beat_scheduler``, so
 workers, Flower and ``celery call`` never load it. Any number of ``celery -A fleet beat``
-may run: the scheduler is :class:`fleet.beat.SingletonScheduler`, so one sends while the
+may run: the scheduler is :class:`fleet.app.beat.SingletonScheduler`, so one sends while the
 others stand by.
 """
 
@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.agents import Registry
-from fleet.beat import SingletonScheduler
+from fleet.app.beat import SingletonScheduler
+from fleet.app.schedule import DAY, load_report, peak_running, schedules
 from fleet.constants import HEARTBEAT_TASK
-from fleet.schedule import DAY, load_report, peak_running, schedules
+from fleet.definitions.catalogue import Registry
 
 #: A scheduled heartbeat not started within this share of an hour (of the fleet's day)
 #: is dropped instead of piling up behind a backlog; the next slot runs it anyway. In real
 #: time (one hour) this outlives Redis' redelivery of a dead worker's heartbeat
-#: (``fleet.celery_app.visibility_timeout``: 1,500 s for the default catalogue), so such a
+#: (``fleet.app.celery_app.visibility_timeout``: 1,500 s for the default catalogue), so such a
 #: heartbeat runs again; when it does not (compressed time), the worker that drops the
 #: expired message records it as an ``expired`` heartbeat.
 EXPIRES_HOURS = 1.0
@@ -51,7 +51,7 @@ class Scheduler(SingletonScheduler):
     """The singleton file-backed scheduler, with one entry per agent added when beat starts."""
 
     def setup_schedule(self) -> None:
-        from fleet.agents import get_registry
+        from fleet.definitions.catalogue import get_registry
         from fleet.settings import get_settings
 
         entries = build_beat_schedule(get_registry(), get_settings().day_seconds)
@@ -71,6 +71,6 @@ def describe(registry: Registry) -> str:
 
 
 if __name__ == "__main__":
-    from fleet.agents import get_registry
+    from fleet.definitions.catalogue import get_registry
 
     print(describe(get_registry()))

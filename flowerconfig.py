@@ -1,12 +1,12 @@
 """Flower's options (tornado executes this file at start: ``--conf=flowerconfig.py``).
 
-Credentials come from ``FLEET_FLOWER_USER``/``FLEET_FLOWER_PASSWORD`` (see fleet.flower),
+Credentials come from ``FLEET_FLOWER_USER``/``FLEET_FLOWER_PASSWORD`` (see fleet.app.flower),
 so they never appear on a command line. Only names of Flower options may be public here.
 """
 
 import sys as _sys
 
-from fleet import flower as _flower
+from fleet.app import flower as _flower
 from fleet.errors import ConfigError as _ConfigError
 
 try:

@@ -37,7 +37,7 @@ def _db() -> Any:
 
 
 def _pipeline() -> Any:
-    from fleet.pipeline import load_pipeline
+    from fleet.definitions.pipeline import load_pipeline
 
     return load_pipeline(None)
 

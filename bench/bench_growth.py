@@ -71,7 +71,7 @@ def _commits_per_s(db: Any) -> float:
 
 
 def _records_per_s(db: Any, template: dict[str, Any]) -> float:
-    from fleet.heartbeat import write_record
+    from fleet.runtime.records import write_record
 
     tag = uuid.uuid4().hex[:6]
     start = time.perf_counter()

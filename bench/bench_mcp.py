@@ -105,10 +105,10 @@ async def mcp_moves(url: str, tokens: dict[str, str], steps: list[tuple[str, str
 
 def measure(names: set[str], env: dict[str, str]) -> None:
     from bench.bench_enforcer import advance_path, create_bets
-    from fleet import services as svc
+    from fleet.definitions.pipeline import load_pipeline
     from fleet.ledger import Enforcer
     from fleet.mcp.tokens import mint
-    from fleet.pipeline import load_pipeline
+    from fleet.ops import services as svc
     from fleet.settings import load_settings
     from fleet.store import database, ensure_indexes
 

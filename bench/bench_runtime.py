@@ -49,7 +49,7 @@ def bench_round_trip(env: dict[str, str], logs: Path) -> tuple[float, float, flo
     worker's trailing work (its ack, its events) and make the baseline look slower.
     """
     from bench.rawapp import app as raw
-    from fleet.celery_app import make_app
+    from fleet.app.celery_app import make_app
     from fleet.settings import load_settings
 
     fleet_app = make_app(load_settings())
@@ -74,8 +74,8 @@ def bench_round_trip(env: dict[str, str], logs: Path) -> tuple[float, float, flo
 def _drain(env: dict[str, str], concurrency: int, log: Path) -> float:
     """Seconds to move DRAIN_BETS bets through all six gates with `concurrency` processes."""
     from bench.fleetdef import GATES, STAGES
-    from fleet.agents import load_registry
-    from fleet.celery_app import make_app
+    from fleet.app.celery_app import make_app
+    from fleet.definitions.catalogue import load_registry
     from fleet.ledger import Enforcer
     from fleet.settings import load_settings
     from fleet.store import database, ensure_indexes
@@ -100,8 +100,9 @@ def _drain(env: dict[str, str], concurrency: int, log: Path) -> float:
 
 def bench_lookups(env: dict[str, str]) -> tuple[float, float]:
     """Seconds per heartbeat handling one bet with 5 lookups of 200 ms: sequential vs parallel."""
-    from fleet.agents import load_registry
-    from fleet.heartbeat import Runtime, run_heartbeat
+    from fleet.definitions.catalogue import load_registry
+    from fleet.runtime.heartbeat import run_heartbeat
+    from fleet.runtime.runtime import Runtime
     from fleet.settings import load_settings
 
     registry = load_registry(FLEET_ENV["FLEET_CATALOGUE"], FLEET_ENV["FLEET_PIPELINE"])

@@ -61,7 +61,7 @@ METRICS = {
 
 def _fresh(n_bets: int, io_s: float) -> Any:
     """An empty store and broker, then ``n_bets`` bets at s0; returns the database."""
-    from fleet.agents import load_registry
+    from fleet.definitions.catalogue import load_registry
     from fleet.ledger import Enforcer
     from fleet.settings import load_settings
     from fleet.store import database, ensure_indexes, redis_client
@@ -79,7 +79,7 @@ def _fresh(n_bets: int, io_s: float) -> Any:
 
 
 def _send(agent: str) -> None:
-    from fleet.celery_app import make_app
+    from fleet.app.celery_app import make_app
     from fleet.settings import load_settings
 
     make_app(load_settings()).send_task(
@@ -147,8 +147,8 @@ def raw_drain(env: dict[str, str], workers: int, logs: Path) -> float:
 
 def _flow(env: dict[str, str], logs: Path, wake: bool) -> tuple[list[float], int, float]:
     from bench.scalefleet import GATES, STAGES
-    from fleet.handoff import first_pickups
     from fleet.queries import peak_concurrency
+    from fleet.runtime.handoff import first_pickups
 
     env = {**env, "FLEET_WAKE": str(wake).lower(), "FLEET_WAKE_MAX_CONCURRENT": str(WAKE_CAP)}
     db = _fresh(WAKE_BETS, WAKE_IO_S)
@@ -174,7 +174,7 @@ def _flow(env: dict[str, str], logs: Path, wake: bool) -> tuple[list[float], int
 
 
 def run(names: set[str]) -> None:
-    from fleet.handoff import percentile
+    from fleet.runtime.handoff import percentile
 
     logs = Path(tempfile.mkdtemp(prefix="fleet-bench-logs-"))
     os.environ.update(FLEET_ENV)

@@ -74,7 +74,7 @@ def measure(names: set[str]) -> None:
     from starlette.testclient import TestClient
 
     from fleet import queries as report
-    from fleet.agents import load_registry
+    from fleet.definitions.catalogue import load_registry
     from fleet.settings import load_settings
     from fleet.store import ensure_indexes
     from fleet.web.app import create_app

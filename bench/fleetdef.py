@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fleet.context import BetContext, Decision
+from fleet.agents.context import BetContext, Decision
 
 STAGES = ["s0", "s1", "s2", "s3", "s4", "s5", "s6"]
 GATES = [f"gate{i}" for i in range(1, 7)]

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from bench.fleetdef import GATES, STAGES, agent_spec, gate_specs, idle, line_pipeline
-from fleet.context import BetContext, Decision
+from fleet.agents.context import BetContext, Decision
 
 __all__ = ["CATALOGUE", "DRAIN_FAN_OUT", "GATES", "PIPELINE", "STAGES", "drain", "gate", "idle"]
 

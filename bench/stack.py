@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fleet import services as svc
+from fleet.ops import services as svc
 
 ROOT = Path(__file__).resolve().parents[1]
 

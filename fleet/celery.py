@@ -14,8 +14,8 @@ import sys
 
 from celery import Celery
 
-from fleet.celery_app import get_app
-from fleet.doctor import Check, catalogue_check, pipeline_check, protocols_check, settings_check
+from fleet.app.celery_app import get_app
+from fleet.ops.doctor import Check, catalogue_check, pipeline_check, protocols_check, settings_check
 
 #: The setting behind each definition check, named in the error line.
 VARIABLES = {

@@ -16,6 +16,9 @@ TRANSITIONS: Final = "transitions"
 REFUSALS: Final = "refusals"
 #: One document per heartbeat: agent, type, actions, protocol version and hash.
 HEARTBEATS: Final = "heartbeats"
+#: One document per fanned-out bet task (a *part* of its heartbeat, ``parent`` = the heartbeat
+#: id): apart from heartbeats, so no heartbeat count, duration or concurrency includes them.
+HEARTBEAT_PARTS: Final = "heartbeat_parts"
 #: Advisory leases on bets; ``_id = "<bet>:<seq>:<n>"`` so taking one over is an insert.
 CLAIMS: Final = "claims"
 #: One document per failed attempt on a bet (a failed external call), never updated.
@@ -36,6 +39,7 @@ COLLECTIONS: Final = (
     TRANSITIONS,
     REFUSALS,
     HEARTBEATS,
+    HEARTBEAT_PARTS,
     CLAIMS,
     FAILURES,
     TASKS,
@@ -57,6 +61,7 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
     ],
     REFUSALS: [("bet_at", [("bet_id", 1), ("at", 1)], False), ("agent_at", [("agent", 1), ("at", 1)], False)],
     HEARTBEATS: [("agent_started", [("agent", 1), ("started_at", 1)], False)],
+    HEARTBEAT_PARTS: [("parent", [("parent", 1)], False), ("started", [("started_at", 1)], False)],
     CLAIMS: [("bet_seq", [("bet_id", 1), ("seq", 1)], False), ("claimed_at", [("claimed_at", 1)], False)],
     FAILURES: [("bet_seq", [("bet_id", 1), ("seq", 1)], False)],
     TASKS: [
@@ -71,12 +76,18 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
     HOLDS: [("agent_bet", [("agent", 1), ("bet_id", 1)], False)],
 }
 
-#: Default and largest retention window (days) for what :mod:`fleet.retention` prunes.
+#: Default and largest retention window (days) for what :mod:`fleet.ops.retention` prunes.
 RETENTION_DAYS: Final = 14.0
 MAX_RETENTION_DAYS: Final = 3650.0
 
 #: Collections pruned by age alone, and their time field: TTL indexes on MongoDB.
-TTL_FIELDS: Final = {HEARTBEATS: "started_at", REFUSALS: "at", PROBES: "at", USAGE: "at"}
+TTL_FIELDS: Final = {
+    HEARTBEATS: "started_at",
+    HEARTBEAT_PARTS: "started_at",
+    REFUSALS: "at",
+    PROBES: "at",
+    USAGE: "at",
+}
 
 #: The expression FerretDB v1.24's SQLite backend filters ``_id`` with, and the suffix of the
 #: index fleet adds on it (see fleet.store.indexes).
@@ -91,7 +102,7 @@ AGENT_LOCK_TTL_S: Final = 30.0
 #: The live holder renews its lease this many times per lease (every 10 s by default), so
 #: two renewals in a row may fail (a Redis blip) before the lease lapses.
 AGENT_LOCK_RENEWALS_PER_TTL: Final = 3
-#: Held by the one active beat (fleet.beat); a standby beat ticks only once it takes it.
+#: Held by the one active beat (fleet.app.beat); a standby beat ticks only once it takes it.
 BEAT_LOCK_KEY: Final = "fleet:beat:lock"
 #: Set when a beat sends an entry for one slot (epoch ms), so no slot is sent twice across beats.
 BEAT_SENT_KEY: Final = "fleet:beat:sent:{entry}:{slot}"
@@ -108,9 +119,9 @@ WAKE_AGAIN_KEY: Final = "fleet:wake:again:{agent}"
 
 # --- Celery -----------------------------------------------------------------------
 HEARTBEAT_TASK: Final = "fleet.heartbeat"
-#: "wake": sent by fleet.wake when a bet arrives at a stage the agent polls.
+#: "wake": sent by fleet.runtime.wake when a bet arrives at a stage the agent polls.
 HEARTBEAT_REASONS: Final = ("scheduled", "adhoc", "wake")
-#: One bet of a fanned-out heartbeat (fleet.fanout), on its agent's queue.
+#: One bet of a fanned-out heartbeat (fleet.runtime.fanout), on its agent's queue.
 BET_TASK: Final = "fleet.bet"
 #: The ``reason`` on a bet task's part record (it is not a heartbeat of its own).
 BET_PART_REASON: Final = "bet"
@@ -140,3 +151,7 @@ DEFAULT_SPEC_OWNER: Final = "operator"
 # --- limits on operator input -------------------------------------------------------
 #: Most bets one ``fleet seed`` creates: a typo (``fleet seed 1000000000``) must not run for hours.
 MAX_SEED_BETS: Final = 10_000
+
+#: Handler modules that moved when ``fleet/`` was laid out by layer: a catalogue naming the
+#: old module (``"fleet.sim:scout"``) still resolves.
+MOVED_HANDLER_MODULES: Final = {"fleet.sim": "fleet.defaults.sim", "fleet.ceo": "fleet.ops.ceo"}

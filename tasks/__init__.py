@@ -1,1 +1,1 @@
-"""Celery task modules; workers import them through ``fleet.celery_app.TASK_MODULES``."""
+"""Celery task modules; workers import them through ``fleet.app.celery_app.TASK_MODULES``."""

@@ -14,9 +14,10 @@ from celery import Task
 from celery.signals import task_revoked
 from celery.worker.request import Request
 
-from fleet import celery_app, wake
-from fleet.agents import get_registry
+from fleet.app import celery_app
 from fleet.constants import HEARTBEAT_REASONS, HEARTBEAT_TASK
+from fleet.definitions.catalogue import get_registry
+from fleet.definitions.protocols import DEFAULT_TASK_RETRY, TaskRetryPolicy, load_protocols
 from fleet.errors import (
     CLIP_CHARS,
     TASK_RETRY_ERRORS,
@@ -27,8 +28,10 @@ from fleet.errors import (
     clipped,
     first_line,
 )
-from fleet.heartbeat import get_runtime, record_unrun, run_heartbeat
-from fleet.protocols import DEFAULT_TASK_RETRY, TaskRetryPolicy, load_protocols
+from fleet.runtime import wake
+from fleet.runtime.heartbeat import run_heartbeat
+from fleet.runtime.records import Status, record_unrun
+from fleet.runtime.runtime import get_runtime
 from fleet.settings import get_settings
 from fleet.store import database
 
@@ -102,34 +105,49 @@ def agent_time_limits(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[fl
         return None  # the task body reports bad arguments, once
 
 
-class HeartbeatRequest(Request):  # type: ignore[misc]
-    """A received heartbeat: Celery enforces its agent's own limits, whoever sent it.
+class AgentRequest(Request):  # type: ignore[misc]
+    """A received task of one agent: Celery enforces the agent's own limits, whoever sent it.
 
     Beat, ``fleet trigger`` and ``celery call`` alike: the worker reads the agent from
     the message and sets the soft and hard limits it runs under (a sender's explicit
     ``soft_time_limit``/``time_limit`` wins). Celery's pool enforces them: SIGUSR1 raises
-    ``SoftTimeLimitExceeded`` in the heartbeat, and at the hard limit the process is killed.
+    ``SoftTimeLimitExceeded`` in the task, and at the hard limit the process is killed.
+    Subclasses say how the agent is read from the arguments and how a kill is recorded.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not any(getattr(self, "time_limits", None) or ()):
-            limits = agent_time_limits(self.args or (), self.kwargs or {})
+            limits = self.agent_limits(tuple(self.args or ()), dict(self.kwargs or {}))
             if limits is not None:
                 soft, hard = limits
                 self.time_limits = (hard, soft)  # Celery's order
 
+    def agent_limits(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[float, float] | None:
+        """The (soft, hard) limits of the task's agent; None when the arguments are bad."""
+        raise NotImplementedError
+
+    def record_killed(self, error: str) -> None:
+        """Say on the task's record that Celery's hard limit killed it."""
+        raise NotImplementedError
+
     def on_timeout(self, soft: bool, timeout: float) -> None:
-        """Celery's hard limit killed the heartbeat's process: say so on its record."""
+        """Celery's hard limit killed the task's process: say so on its record."""
         super().on_timeout(soft, timeout)
         if not soft:
-            _record_unrun(
-                self.id,
-                self.args,
-                self.kwargs,
-                "killed",
-                f"hard time limit ({timeout:g}s) reached: process killed; its claims and lock lapse",
+            self.record_killed(
+                f"hard time limit ({timeout:g}s) reached: process killed; its claims and lock lapse"
             )
+
+
+class HeartbeatRequest(AgentRequest):
+    """A received heartbeat, under its agent's own time limits."""
+
+    def agent_limits(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[float, float] | None:
+        return agent_time_limits(args, kwargs)
+
+    def record_killed(self, error: str) -> None:
+        _record_unrun(self.id, self.args, self.kwargs, Status.KILLED, error)
 
 
 class HeartbeatTask(Task):  # type: ignore[misc]
@@ -179,10 +197,10 @@ def _record_expired(sender: Any = None, request: Any = None, expired: bool = Fal
     if not expired or getattr(sender, "name", None) != HEARTBEAT_TASK or request is None:
         return
     why = "expired before a worker ran it (a backlog, or redelivered after its worker died)"
-    _record_unrun(request.id, request.args, request.kwargs, "expired", why)
+    _record_unrun(request.id, request.args, request.kwargs, Status.EXPIRED, why)
 
 
-def _record_unrun(task_id: str, args: Any, kwargs: Any, status: str, error: str) -> None:
+def _record_unrun(task_id: str, args: Any, kwargs: Any, status: Status, error: str) -> None:
     try:
         agent, reason, _debug = parse_arguments(tuple(args or ()), dict(kwargs or {}))
         record_unrun(database(get_settings()), task_id, agent, reason, status, error)

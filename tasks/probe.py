@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from datetime import UTC, datetime
 
-from fleet import celery_app
+from fleet.app import celery_app
 from fleet.constants import PROBE_TASK, PROBES
 from fleet.errors import BadTaskArguments
 from fleet.settings import get_settings

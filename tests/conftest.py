@@ -22,7 +22,7 @@ import pytest
 import redis as redis_lib
 from pymongo.database import Database
 
-from fleet import services as svc
+from fleet.ops import services as svc
 from fleet.store import Document
 
 ROOT = Path(__file__).resolve().parents[1]

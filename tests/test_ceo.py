@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from fleet.agents import Registry, validate_catalogue
 from fleet.constants import BETS
 from fleet.defaults.catalogue import CATALOGUE
-from fleet.heartbeat import Runtime, run_heartbeat
-from fleet.pipeline import load_pipeline
+from fleet.definitions.catalogue import Registry, validate_catalogue
+from fleet.definitions.pipeline import load_pipeline
+from fleet.runtime.heartbeat import run_heartbeat
+from fleet.runtime.runtime import Runtime
 from fleet.settings import load_settings
 
 from .conftest import ROOT, wait_for

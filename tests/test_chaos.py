@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from fleet import services as svc
-from fleet.agents import Registry, load_registry
 from fleet.constants import BETS, CLAIMS, HEARTBEATS, TRANSITIONS
+from fleet.defaults.sim import IDEAS_PER_SCOUT
+from fleet.definitions.catalogue import Registry, load_registry
 from fleet.ledger import Enforcer
-from fleet.sim import IDEAS_PER_SCOUT
+from fleet.ops import services as svc
 
 from .conftest import ROOT, Stack, Worker, wait_for
 

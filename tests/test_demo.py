@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from fleet.definitions.pipeline import load_pipeline
 from fleet.ledger import Enforcer
-from fleet.pipeline import load_pipeline
-from fleet.services import free_port, port_open
+from fleet.ops.services import free_port, port_open
 from fleet.settings import load_settings
 from fleet.store import database
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from pymongo.database import Database
 
-from fleet import figures
 from fleet.constants import BETS, CLAIMS, FAILURES, REFUSALS, TRANSITIONS
+from fleet.queries import figures
 from fleet.store import Document
 
 from .cli.test_report import heartbeat

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet.pipeline import load_pipeline, render_stages, render_table
+from fleet.definitions.pipeline import load_pipeline, render_stages, render_table
 
 from .conftest import ROOT
 

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
-from fleet import retention
 from fleet.board import Board
 from fleet.constants import (
     BETS,
@@ -23,9 +22,10 @@ from fleet.constants import (
     TRANSITIONS,
     USAGE,
 )
+from fleet.definitions.pipeline import validate_pipeline
 from fleet.ledger import Enforcer
 from fleet.ledger.claims import claim_key
-from fleet.pipeline import validate_pipeline
+from fleet.ops import retention
 from fleet.store import Document, clock
 
 from .ledger.pipelines import small

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from beat_schedule import build_beat_schedule
-from fleet.agents import load_registry
+from fleet.app.schedule import DaySchedule, agent_offsets, all_start_minutes, load_report, peak_running
 from fleet.constants import HEARTBEAT_TASK
-from fleet.schedule import DaySchedule, agent_offsets, all_start_minutes, load_report, peak_running
+from fleet.definitions.catalogue import load_registry
 
 
 def registry():

@@ -14,7 +14,7 @@ def test_probe_goes_through_broker_worker_and_store(db, start_worker) -> None:
     start_worker(queues="ops")
     token = uuid.uuid4().hex
     # When a probe is sent through the broker
-    from fleet import celery_app
+    from fleet.app import celery_app
 
     celery_app.get_app().send_task(PROBE_TASK, args=[token])
     # Then the worker's write is read back from the MongoDB-wire store

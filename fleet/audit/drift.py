@@ -8,12 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 from pymongo.database import Database
 
-from fleet.agents import Registry
+from fleet.audit import instructions
 from fleet.audit.common import Doc, find, when
 from fleet.audit.findings import DEFAULT_AUDITOR, Finding, FindingKind
 from fleet.constants import HEARTBEATS
-from fleet.pipeline import Pipeline
-from fleet.protocols import LoadedProtocols, version_known
+from fleet.definitions.catalogue import Registry
+from fleet.definitions.pipeline import Pipeline
+from fleet.definitions.protocols import LoadedProtocols, version_known
+from fleet.settings import get_settings
 
 
 def drift_findings(
@@ -34,7 +36,7 @@ def drift_findings(
     ]
 
 
-#: How an instructions problem (fleet.instructions.Drift.kind) becomes a finding.
+#: How an instructions problem (fleet.audit.instructions.Drift.kind) becomes a finding.
 _INSTRUCTIONS_KINDS = {
     "missing": (FindingKind.INSTRUCTIONS_MISSING, "fix the instructions file of {agent}"),
     "behind": (
@@ -49,9 +51,6 @@ def _instructions_findings(
     registry: Registry, loaded: LoadedProtocols, db: Database[Doc]
 ) -> Iterator[Finding]:
     """Instructions files missing or malformed, written for other protocols, or changed since the last run."""
-    from fleet import instructions  # lazy: the audit of a fleet without instructions never reads a file
-    from fleet.settings import get_settings
-
     for problem in instructions.drift(get_settings(), registry, loaded, db):
         kind, title = _INSTRUCTIONS_KINDS[problem.kind]
         yield Finding(

@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 
 from pymongo.database import Database
 
-from fleet.agents import Registry, spec_fingerprint
 from fleet.audit.common import Doc, find
 from fleet.audit.findings import DEFAULT_AUDITOR, Finding, FindingKind
 from fleet.constants import REFUSALS
+from fleet.definitions.catalogue import Registry, spec_fingerprint
+from fleet.definitions.protocols import LoadedProtocols
 from fleet.ledger.holds import Hold, Holds
-from fleet.protocols import LoadedProtocols
 from fleet.store import reading
 
 #: Bets named in one refusal-loop task (the rest are counted).

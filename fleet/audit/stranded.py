@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 
 from pymongo.database import Database
 
-from fleet.agents import Registry
 from fleet.audit.common import Doc, find, hours, seq_number, stamp, when
 from fleet.audit.findings import DEFAULT_AUDITOR, Finding, FindingKind
 from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, TRANSITIONS
-from fleet.pipeline import Pipeline
-from fleet.protocols import LoadedProtocols, Protocols
+from fleet.definitions.catalogue import Registry
+from fleet.definitions.pipeline import Pipeline
+from fleet.definitions.protocols import LoadedProtocols, Protocols
 
 #: Heartbeat outcomes that leave a bet where it was: repeated, they mean oscillation.
 STUCK_OUTCOMES = frozenset({"deferred", "failed"})

@@ -18,7 +18,7 @@ One module per command group, each registering its commands on :data:`app`:
 A new group (``mcp``, ``token``, ``web``...) is one more module with a
 ``register(app)`` function or a sub-``Typer``, added below. Commands parse
 arguments and format answers through :mod:`fleet.cli.output`; the questions
-they ask live in :mod:`fleet.queries` and :mod:`fleet.doctor`.
+they ask live in :mod:`fleet.queries` and :mod:`fleet.ops.doctor`.
 
 Every error an operator can cause or meet is one ``error:`` line on stderr and
 a non-zero exit code, never a traceback: a :class:`FleetError` (or a store or

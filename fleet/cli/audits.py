@@ -12,7 +12,7 @@ from fleet.board import Origin
 from fleet.cli.common import Ops, connect
 from fleet.cli.output import add, emit, json_option, jsonable, say, section, show, table
 from fleet.constants import OPERATOR
-from fleet.protocols import load_protocols
+from fleet.definitions.protocols import load_protocols
 from fleet.store import ensure_indexes
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import typer
 from pymongo.database import Database
 
-from fleet.agents import Registry, get_registry
 from fleet.board import Board
+from fleet.definitions.catalogue import Registry, get_registry
 from fleet.ledger import Enforcer
 from fleet.settings import Settings, get_settings
 from fleet.store import Document, database, ping_mongo, ping_redis

@@ -5,9 +5,10 @@ from __future__ import annotations
 import typer
 
 from fleet import queries
-from fleet.agents import get_registry
 from fleet.cli.common import connect
 from fleet.cli.output import add, emit, json_option, say, section, show, table, when
+from fleet.definitions.catalogue import get_registry
+from fleet.definitions.pipeline import render_stages, render_table
 from fleet.logs import format_actions
 
 
@@ -67,8 +68,6 @@ def schedule(
 
 def pipeline(as_json: bool = json_option()) -> None:
     """The pipeline: its stages and the handoff map (who owns each move), as Markdown."""
-    from fleet.pipeline import render_stages, render_table
-
     loaded = get_registry().pipeline
     if emit(loaded.model_dump(mode="json", by_alias=True), as_json):
         return

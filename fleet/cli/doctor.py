@@ -1,4 +1,4 @@
-"""``fleet doctor``: print each check of :mod:`fleet.doctor` as one line, with its fix when it failed."""
+"""``fleet doctor``: print each check of :mod:`fleet.ops.doctor` as one line, with its fix when it failed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rich.text import Text
 
 from fleet.cli.common import PROCFILE_OPTION
 from fleet.cli.output import emit, json_option, say
-from fleet.doctor import Check, doctor_checks, probe_check
+from fleet.ops.doctor import Check, doctor_checks, probe_check
 from fleet.settings import get_settings
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from fleet.agents import get_registry
+from fleet.definitions.catalogue import get_registry
 from fleet.settings import get_settings
 
 #: ``fleet token --bet`` (a module-level default: a list is not immutable).

@@ -15,7 +15,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from fleet import queries
-from fleet.agents import Registry, get_registry
 from fleet.cli.common import connect
 from fleet.cli.output import (
     add,
@@ -34,10 +33,11 @@ from fleet.cli.output import (
     when,
 )
 from fleet.constants import MAX_SEED_BETS, OPERATOR
+from fleet.definitions.catalogue import Registry, get_registry
+from fleet.definitions.pipeline import Pipeline, fill_seed_fields
+from fleet.definitions.protocols import load_protocols
 from fleet.errors import BadArgument
-from fleet.handoff import HANDOFF_WINDOW_H, Handoff
-from fleet.pipeline import Pipeline, fill_seed_fields
-from fleet.protocols import load_protocols
+from fleet.runtime.handoff import HANDOFF_WINDOW_H, Handoff
 from fleet.store import ensure_indexes
 
 # --- status --------------------------------------------------------------------------

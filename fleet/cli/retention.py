@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import typer
 
-from fleet import retention
 from fleet.cli.common import connect
 from fleet.cli.output import add, emit, json_option, positive, section, show, table, when
 from fleet.constants import MAX_RETENTION_DAYS
 from fleet.errors import BadArgument
+from fleet.ops import retention
 
 
 def prune(

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import typer
 
-from fleet import services as svc
-from fleet.agents import get_registry
+from fleet.app.dispatch import send
+from fleet.app.flower import check_procfile
+from fleet.app.routing import route_task
 from fleet.cli.common import PROCFILE_OPTION
 from fleet.cli.output import console, emit, json_option, say
 from fleet.constants import HEARTBEAT_TASK
-from fleet.dispatch import send
+from fleet.definitions.catalogue import get_registry
 from fleet.errors import BadArgument
-from fleet.flower import check_procfile
-from fleet.routing import route_task
+from fleet.ops import services as svc
 from fleet.settings import get_settings
 from fleet.store import ping_mongo, ping_redis
 
@@ -91,7 +91,7 @@ def demo(
     failure_rate: float = typer.Option(0.1, min=0, max=1, help="share of simulated calls that fail"),
 ) -> None:
     """Run the whole fleet live in compressed time (beat, workers, Flower); stop it all after."""
-    from fleet.demo import main as demo_main
+    from fleet.ops.demo import main as demo_main
 
     code = demo_main(minutes=minutes, day_seconds=day_seconds, bets=bets, failure_rate=failure_rate)
     raise typer.Exit(code)

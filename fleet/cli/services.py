@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from fleet import services as svc
 from fleet.cli.output import add, console, emit, help_without_command, json_option, table
+from fleet.ops import services as svc
 from fleet.settings import Settings, get_settings, mask_url
 
 app = typer.Typer(add_completion=False, help="Local Redis and FerretDB.")

@@ -20,7 +20,7 @@ PROTOCOL_VERSION = "1.0"
 QUEUES = ["sourcing", "validation", "build", "ads", "outreach", "content", "infra", "ops"]
 
 #: group -> (UTC hours, base minute). Groups sharing hours start at different minutes;
-#: ``fleet.schedule`` spreads each group's agents over the following minutes.
+#: ``fleet.app.schedule`` spreads each group's agents over the following minutes.
 GROUP_SCHEDULE: dict[str, tuple[list[int], int]] = {
     "sourcing": ([1, 7, 13, 19], 0),
     "validation": ([1, 7, 13, 19], 30),
@@ -32,13 +32,13 @@ GROUP_SCHEDULE: dict[str, tuple[list[int], int]] = {
     "ops": ([0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22], 40),
 }
 
-# Handlers (import paths): simulated ones in fleet.sim, the real audit in fleet.ceo.
-SCOUT = "fleet.sim:scout"
-GATE = "fleet.sim:gate"
-ASSIST = "fleet.sim:assist"
-OUTREACH = "fleet.sim:outreach"
-DRAFT = "fleet.sim:draft"
-CHECK = "fleet.sim:check"
+# Handlers (import paths): simulated ones in fleet.defaults.sim, the real audit in fleet.ops.ceo.
+SCOUT = "fleet.defaults.sim:scout"
+GATE = "fleet.defaults.sim:gate"
+ASSIST = "fleet.defaults.sim:assist"
+OUTREACH = "fleet.defaults.sim:outreach"
+DRAFT = "fleet.defaults.sim:draft"
+CHECK = "fleet.defaults.sim:check"
 
 
 def _owned(agent: str) -> list[list[str]]:
@@ -198,14 +198,14 @@ _OPS = [
     spec(
         "ceo",
         "ops",
-        "fleet.ceo:ceo",
+        "fleet.ops.ceo:ceo",
         "drift audit and stranded-bet detection; files board tasks",
         expected_seconds=120,
     ),
     spec(
         "ops_watchdog",
         "ops",
-        "fleet.ceo:watchdog",
+        "fleet.ops.ceo:watchdog",
         "repairs lagging bet projections in the ledger",
         expected_seconds=60,
     ),

@@ -1,6 +1,6 @@
 """The seed's pipeline: sourcing, six validation gates, landing page, paid ads, outcomes.
 
-This is data, loaded through :func:`fleet.pipeline.validate_pipeline` like any
+This is data, loaded through :func:`fleet.definitions.pipeline.validate_pipeline` like any
 user-supplied pipeline. Each gate owns its advance edge and the kill edge from
 its input stage; nothing else may move a bet out of that stage.
 """

@@ -12,10 +12,11 @@ A move walks down these floors: enforcer (rules) -> ledger (documents) -> store.
 
 from __future__ import annotations
 
+from fleet.definitions.protocols import ProtocolStamp
 from fleet.ledger.claims import Claims
 from fleet.ledger.enforcer import Enforcer
 from fleet.ledger.ledger import Ledger
-from fleet.ledger.records import CREATE_KIND, Bet, ProtocolStamp, Refusal, TransitionRecord
+from fleet.ledger.records import CREATE_KIND, Bet, Refusal, TransitionRecord
 from fleet.ledger.verify import Violation
 
 __all__ = [

@@ -10,7 +10,7 @@ The newest claim of a (bet, seq) is found by a galloping search over ``n`` (prob
 0, 1, 3, 7, ... until a miss, then bisect): O(log n) point reads by ``_id``, the only
 lookup FerretDB answers from an index, with no cap on how often a bet is tried.
 Claims of one (bet, seq) form a gap-free chain because they are only ever inserted
-one after the other and pruned whole (:mod:`fleet.retention`).
+one after the other and pruned whole (:mod:`fleet.ops.retention`).
 
 Times are the store's (:mod:`fleet.store.clock`), so a worker with a skewed clock
 neither takes over a live lease early nor holds a dead one late.

@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 
 from pymongo.database import Database
 
+from fleet.definitions.pipeline import Pipeline, Transition
+from fleet.definitions.protocols import ProtocolStamp
 from fleet.errors import (
     CorruptBet,
     DuplicateBet,
@@ -45,14 +47,12 @@ from fleet.ledger.ledger import Ledger
 from fleet.ledger.records import (
     CREATE_KIND,
     Bet,
-    ProtocolStamp,
     Refusal,
     TransitionRecord,
     bet_from_records,
     check_storable,
 )
 from fleet.ledger.verify import Violation, verify
-from fleet.pipeline import Pipeline, Transition
 from fleet.store import Document
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ get the same bets at every heartbeat and fill its whole batch with them. Once on
 has been refused on one bet at one seq more than the protocols' ``refusal_loop_threshold``
 times within ``refusal_loop_window_h``, the runtime records a hold, keyed
 ``<agent>:<bet>:<seq>`` (an insert: idempotent under races). A hold applies while the
-agent's spec fingerprint (spec + handler source, :func:`fleet.agents.spec_fingerprint`)
+agent's spec fingerprint (spec + handler source, :func:`fleet.definitions.catalogue.spec_fingerprint`)
 and the protocols hash are those it was taken under: a fix to either offers the bet again.
 A bet that moves on leaves its holds behind (they name the old seq); retention prunes them.
 """

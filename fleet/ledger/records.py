@@ -36,15 +36,6 @@ class _Stored(BaseModel):
         return value
 
 
-class ProtocolStamp(BaseModel):
-    """Which version of the shared protocols a decision was taken under."""
-
-    model_config = ConfigDict(frozen=True)
-
-    version: str
-    hash: str
-
-
 class Bet(_Stored):
     """A bet's current state: its stage, the seq of its last transition and its fields.
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from fleet.definitions.pipeline import Pipeline
 from fleet.errors import CorruptBet, UnknownBet
 from fleet.ledger.records import CREATE_KIND, TransitionRecord, group_by_bet, parse_projection, parse_record
-from fleet.pipeline import Pipeline
 from fleet.store import Document
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from pydantic import Field
 
-from fleet.agents import Registry, get_registry
+from fleet.definitions.catalogue import Registry, get_registry
 from fleet.errors import FleetError, TokenRejected
 from fleet.mcp import tokens
 from fleet.mcp.tools import MAX_WAITING, FleetTools

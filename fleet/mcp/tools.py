@@ -13,14 +13,14 @@ from typing import Any
 
 from pymongo.database import Database
 
-from fleet import usage
-from fleet.agents import Registry
+from fleet.agents import usage
 from fleet.board import Board, Origin, Task
+from fleet.definitions.catalogue import Registry
+from fleet.definitions.protocols import LoadedProtocols, load_protocols
 from fleet.errors import BoardError, FleetError, TokenRejected, TransitionRefused
 from fleet.ledger import Bet, Enforcer, ProtocolStamp
 from fleet.ledger.records import Refusal
 from fleet.mcp.tokens import Identity
-from fleet.protocols import LoadedProtocols, load_protocols
 from fleet.settings import Settings
 from fleet.store import Document
 

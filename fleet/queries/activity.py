@@ -116,7 +116,7 @@ class AgentBeats(Model):
 
 
 def heartbeat_summary(doc: Doc) -> HeartbeatSummary:
-    """A heartbeat document (shape in :mod:`fleet.heartbeat`) as a summary; odd fields are dropped."""
+    """A heartbeat document (shape in :mod:`fleet.runtime.heartbeat`) as a summary; odd fields are dropped."""
     actions = doc.get("actions")
     clean = {str(k): v for k, v in actions.items() if isinstance(v, int)} if isinstance(actions, dict) else {}
     duration = doc.get("duration_s")

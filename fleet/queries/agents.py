@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pymongo.database import Database
 
-from fleet import usage
-from fleet.agents import AgentSpec, Registry
-from fleet.external import CommandHandler, WebhookHandler
+from fleet.agents import usage
+from fleet.app.schedule import HourLoad, all_start_minutes, load_report, peak_running
+from fleet.definitions.catalogue import AgentSpec, CommandHandler, Registry, WebhookHandler
 from fleet.queries.activity import HeartbeatSummary, heartbeats_per_agent
 from fleet.queries.common import Doc, Model
-from fleet.schedule import HourLoad, all_start_minutes, load_report, peak_running
 from fleet.store import clock
 
 
@@ -28,7 +27,7 @@ class AgentRow(Model):
     heartbeats: int
     last: HeartbeatSummary | None
     handler_kind: str  # python, command or webhook
-    spend_today_usd: float  # reported usage since midnight UTC (see fleet.usage)
+    spend_today_usd: float  # reported usage since midnight UTC (see fleet.agents.usage)
 
 
 def agent_rows(db: Database[Doc], registry: Registry) -> list[AgentRow]:
@@ -64,7 +63,7 @@ def handler_kind(spec: AgentSpec) -> str:
 
 
 class HourRow(Model):
-    """Load in one hour of the day (see :class:`fleet.schedule.HourLoad`)."""
+    """Load in one hour of the day (see :class:`fleet.app.schedule.HourLoad`)."""
 
     hour: int
     starts: int

@@ -11,11 +11,11 @@ from pymongo.database import Database
 
 from fleet.audit import protocol_versions_for_bet
 from fleet.constants import BETS, HOLDS
+from fleet.definitions.pipeline import Pipeline
 from fleet.errors import CorruptBet, UnknownStage
 from fleet.ledger import Enforcer
 from fleet.ledger.holds import Hold, Holds
 from fleet.ledger.records import parse_projection
-from fleet.pipeline import Pipeline
 from fleet.queries.common import Doc, Model
 from fleet.store import reading
 

@@ -8,14 +8,15 @@ from pathlib import Path
 from pymongo import DESCENDING
 from pymongo.database import Database
 
-from fleet import audit, usage
-from fleet.agents import Registry
+from fleet import audit
+from fleet.agents import usage
+from fleet.app.routing import queue_names
 from fleet.board import Board, Task
 from fleet.constants import TASKS
+from fleet.definitions.catalogue import Registry
+from fleet.definitions.protocols import LoadedProtocols, load_protocols
 from fleet.errors import ProtocolError
-from fleet.handoff import HANDOFF_WINDOW_H, Handoff, handoffs
 from fleet.ledger import Enforcer
-from fleet.protocols import LoadedProtocols, load_protocols
 from fleet.queries.activity import (
     Peak,
     RefusalSummary,
@@ -29,7 +30,7 @@ from fleet.queries.activity import (
 from fleet.queries.bets import StageCount, bets_per_stage
 from fleet.queries.common import Doc, Model
 from fleet.queries.queues import queue_depths
-from fleet.routing import queue_names
+from fleet.runtime.handoff import HANDOFF_WINDOW_H, Handoff, handoffs
 from fleet.store import reading
 
 #: How far back ``fleet status`` looks for the peak of concurrent heartbeats.

@@ -1,7 +1,7 @@
 """Every index fleet relies on, created idempotently before a worker takes its first task.
 
 On MongoDB these are ordinary ``create_index`` calls, plus TTL indexes for the
-collections that are pruned by age alone (see :mod:`fleet.retention`).
+collections that are pruned by age alone (see :mod:`fleet.ops.retention`).
 
 On FerretDB v1 with its SQLite backend, the only filter the server turns into SQL is
 ``{"_id": <string>}``, which it writes as ``_ferretdb_sjson->'$._id' = ?``; every other

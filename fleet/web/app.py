@@ -31,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fleet.agents import Registry, get_registry
+from fleet.definitions.catalogue import Registry, get_registry
 from fleet.errors import (
     BadArgument,
     CsrfRefused,

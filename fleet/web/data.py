@@ -1,7 +1,7 @@
 """The console's one adapter to fleet's read side (and its two operator actions).
 
 Every page and ``/metrics`` get their figures from here, and this is the only
-web module that imports :mod:`fleet.queries`, :mod:`fleet.figures`, the board,
+web module that imports :mod:`fleet.queries`, :mod:`fleet.queries.figures`, the board,
 the audits and the ledger: the web layer holds no store query of its own, and a
 change in the query modules is absorbed in this one file. The two writes an
 operator can make (send an ad-hoc heartbeat, close a board task) go through the
@@ -19,19 +19,19 @@ from typing import Any
 import redis
 from pymongo.database import Database
 
-from fleet import figures
 from fleet import queries as report
-from fleet.agents import Registry
+from fleet.app.dispatch import send
+from fleet.app.routing import queue_names, route_task
+from fleet.app.schedule import all_start_minutes, longest_gap_minutes
 from fleet.audit import Finding, FindingKind
 from fleet.board import Board, Task
 from fleet.constants import HEARTBEAT_TASK, OPERATOR
-from fleet.dispatch import send
+from fleet.definitions.catalogue import Registry
+from fleet.definitions.protocols import load_protocols
 from fleet.errors import ProtocolError
 from fleet.ledger import Enforcer
-from fleet.locks import held_locks
-from fleet.protocols import load_protocols
-from fleet.routing import queue_names, route_task
-from fleet.schedule import all_start_minutes, longest_gap_minutes
+from fleet.queries import figures
+from fleet.runtime.locks import held_locks
 from fleet.settings import Settings
 from fleet.store import Document
 

@@ -1,6 +1,6 @@
 """Pictures drawn from definitions: the pipeline's stage graph and the schedule's load chart, as SVG.
 
-Both are computed from data (the :class:`~fleet.pipeline.Pipeline`, per-hour
+Both are computed from data (the :class:`~fleet.definitions.pipeline.Pipeline`, per-hour
 figures), never drawn by hand, so a custom pipeline draws itself. Layout of the
 stage graph: the stages reached from the initial stage by ``advance`` edges go
 in rows by their longest advance path (the main flow, top to bottom); every
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
-from fleet.pipeline import Kind, Pipeline, Transition
+from fleet.definitions.pipeline import Kind, Pipeline, Transition
 
 NODE_W, NODE_H = 190, 46
 ROW_H, COL_W, SIDE_GAP = 96, 250, 330

@@ -15,7 +15,6 @@ import yaml
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from fleet.agents import Registry, validate_catalogue
 from fleet.audit import (
     Finding,
     FindingKind,
@@ -26,9 +25,10 @@ from fleet.audit import (
 )
 from fleet.board import Board, Origin
 from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, TRANSITIONS
+from fleet.definitions.catalogue import Registry, validate_catalogue
+from fleet.definitions.pipeline import validate_pipeline
+from fleet.definitions.protocols import PROTOCOLS_FILENAME, LoadedProtocols, load_protocols
 from fleet.errors import LedgerUnavailable
-from fleet.pipeline import validate_pipeline
-from fleet.protocols import PROTOCOLS_FILENAME, LoadedProtocols, load_protocols
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 SHIPPED = Path(__file__).resolve().parents[2] / "protocols" / PROTOCOLS_FILENAME
@@ -65,7 +65,7 @@ def agent(name: str, polls: list[str], owns: list[list[str]], **extra: Any) -> d
         "polls": polls,
         "owns": owns,
         "protocol_version": "1.1",
-        "handler": "fleet.sim:gate",
+        "handler": "fleet.defaults.sim:gate",
         **extra,
     }
 

@@ -18,8 +18,8 @@ import pytest
 from pymongo.database import Database
 from typer.testing import CliRunner
 
-from fleet.agents import Registry, get_registry
 from fleet.cli import app
+from fleet.definitions.catalogue import Registry, get_registry
 from fleet.ledger import Enforcer
 from fleet.store import Document
 

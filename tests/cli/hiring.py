@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.context import BetContext, Decision, HeartbeatContext
+from fleet.agents.context import BetContext, Decision, HeartbeatContext
 from tests.fleetspec import agent_spec
 
 PIPELINE: dict[str, Any] = {

@@ -21,13 +21,14 @@ import redis as redis_lib
 import yaml
 from pymongo.database import Database
 
-from fleet.agents import Registry
 from fleet.board import Board, Origin
 from fleet.constants import HEARTBEATS, TRANSITIONS
+from fleet.definitions.catalogue import Registry
+from fleet.definitions.protocols import PROTOCOLS_FILENAME
 from fleet.errors import NotOwner
-from fleet.heartbeat import Runtime, run_heartbeat
 from fleet.ledger import Enforcer, ProtocolStamp
-from fleet.protocols import PROTOCOLS_FILENAME
+from fleet.runtime.heartbeat import run_heartbeat
+from fleet.runtime.runtime import Runtime
 from fleet.store import Document
 
 from ..conftest import ROOT, wait_for

@@ -16,7 +16,7 @@ import pytest
 import redis as redis_lib
 from pymongo.database import Database
 
-from fleet.agents import load_registry
+from fleet.definitions.catalogue import load_registry
 from fleet.store import Document
 
 from ..conftest import ROOT

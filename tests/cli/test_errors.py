@@ -9,8 +9,8 @@ import pytest
 import redis as redis_lib
 from pymongo.database import Database
 
-from fleet.agents import Registry
-from fleet.services import free_port
+from fleet.definitions.catalogue import Registry
+from fleet.ops.services import free_port
 from fleet.store import Document
 
 from .conftest import assert_one_line_error, counts, run_cli

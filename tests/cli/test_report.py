@@ -9,10 +9,10 @@ import redis as redis_lib
 from pymongo.database import Database
 
 from fleet import queries
-from fleet.agents import Registry
 from fleet.constants import BETS, HEARTBEATS, TRANSITIONS
+from fleet.definitions.catalogue import Registry
 from fleet.ledger import Enforcer
-from fleet.procfile import procfile_queues
+from fleet.ops.procfile import procfile_queues
 from fleet.store import Document
 
 from ..conftest import Stack
@@ -25,7 +25,7 @@ def at(minutes: float) -> datetime:
 
 
 def heartbeat(hb_id: str, agent: str, start: float, end: float, **extra: object) -> Document:
-    """A heartbeat record in the shape fleet.heartbeat writes."""
+    """A heartbeat record in the shape fleet.runtime.heartbeat writes."""
     return {
         "_id": hb_id,
         "agent": agent,

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from fleet.agents import Registry, load_registry
-from fleet.heartbeat import Runtime
+from fleet.definitions.catalogue import Registry, load_registry
 from fleet.ledger import Bet
+from fleet.runtime.runtime import Runtime
 from fleet.settings import get_settings, load_settings
 
 from ..conftest import ROOT

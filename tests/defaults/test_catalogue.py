@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from fleet.agents import Registry, load_registry, resolve_handler
+from fleet.app.schedule import all_start_minutes, load_report, peak_running
 from fleet.defaults.catalogue import QUEUES
-from fleet.schedule import all_start_minutes, load_report, peak_running
+from fleet.definitions.catalogue import Registry, load_registry, resolve_handler
 
 from ..conftest import ROOT
 
@@ -72,7 +72,7 @@ def test_the_fleet_covers_the_seed_groups_with_the_ceo_and_a_watchdog_in_ops(reg
     assert {spec.group for spec in registry} == SEED_GROUPS
     assert all(spec.queue == spec.group for spec in registry)
     ops = {spec.name: spec.handler for spec in registry if spec.group == "ops"}
-    assert ops == {"ceo": "fleet.ceo:ceo", "ops_watchdog": "fleet.ceo:watchdog"}
+    assert ops == {"ceo": "fleet.ops.ceo:ceo", "ops_watchdog": "fleet.ops.ceo:watchdog"}
 
 
 def test_every_agent_says_what_it_does_and_how_long_it_takes(registry: Registry) -> None:

@@ -7,7 +7,7 @@ done: no extra bet, transition, refusal, failure, board task or task event.
 from __future__ import annotations
 
 from fleet.constants import BETS, FAILURES, HEARTBEATS, REFUSALS, TASK_EVENTS, TASKS, TRANSITIONS
-from fleet.heartbeat import run_heartbeat
+from fleet.runtime.heartbeat import run_heartbeat
 
 COUNTED = (BETS, TRANSITIONS, REFUSALS, FAILURES, TASKS, TASK_EVENTS)
 

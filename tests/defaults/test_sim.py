@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from fleet.constants import REFUSALS, TRANSITIONS
-from fleet.heartbeat import run_heartbeat
-from fleet.sim import SERVICES
+from fleet.defaults.sim import SERVICES
+from fleet.runtime.heartbeat import run_heartbeat
 
 
 def traced_bets(record, action: str) -> set[str]:

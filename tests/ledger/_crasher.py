@@ -8,8 +8,8 @@ from typing import Any
 
 
 def _enforcer(pipeline_data: dict[str, Any]) -> Any:
+    from fleet.definitions.pipeline import validate_pipeline
     from fleet.ledger import Enforcer
-    from fleet.pipeline import validate_pipeline
     from fleet.settings import get_settings
     from fleet.store import database
 

@@ -63,8 +63,8 @@ def _rounds(
     step: Callable[[Enforcer, str, Bet], str],
 ) -> None:
     """Per bet: read its projection, wait at the start line, run ``step``; report every outcome."""
+    from fleet.definitions.pipeline import validate_pipeline
     from fleet.ledger import Enforcer
-    from fleet.pipeline import validate_pipeline
     from fleet.settings import get_settings
     from fleet.store import database
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pymongo.database import Database
 
+from fleet.definitions.pipeline import Pipeline, validate_pipeline
 from fleet.ledger import Enforcer
-from fleet.pipeline import Pipeline, validate_pipeline
 from fleet.store import Document
 
 from .pipelines import small

@@ -12,8 +12,8 @@ import yaml
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from fleet import services as svc
 from fleet.constants import BETS, TRANSITIONS
+from fleet.definitions.pipeline import load_pipeline
 from fleet.errors import (
     CorruptBet,
     DuplicateBet,
@@ -26,7 +26,7 @@ from fleet.errors import (
     UnknownBet,
 )
 from fleet.ledger import Bet, Enforcer, ProtocolStamp
-from fleet.pipeline import load_pipeline
+from fleet.ops import services as svc
 from fleet.store import Document
 
 STAMP = ProtocolStamp(version="1.2", hash="abc123")

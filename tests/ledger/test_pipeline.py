@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from fleet.definitions.pipeline import Kind, Pipeline, load_pipeline, render_table, validate_pipeline
 from fleet.errors import PipelineError
-from fleet.pipeline import Kind, Pipeline, load_pipeline, render_table, validate_pipeline
 
 from .pipelines import small
 

@@ -18,9 +18,9 @@ import pytest
 from pydantic import SecretStr
 from pymongo.database import Database
 
-from fleet import services as svc
+from fleet.definitions.pipeline import load_pipeline
 from fleet.ledger import Bet, Enforcer
-from fleet.pipeline import load_pipeline
+from fleet.ops import services as svc
 from fleet.settings import Settings, get_settings, load_settings
 from fleet.store import Document
 from tests.conftest import ROOT, Stack, wait_for

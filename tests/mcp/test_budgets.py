@@ -9,17 +9,18 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
-from fleet.agents import get_registry, validate_catalogue
-from fleet.context import BetContext, Decision
+from fleet.agents.context import BetContext, Decision
+from fleet.agents.usage import record, record_reported, spend
 from fleet.defaults.catalogue import CATALOGUE
+from fleet.definitions.catalogue import get_registry, validate_catalogue
+from fleet.definitions.pipeline import load_pipeline
+from fleet.definitions.protocols import load_protocols
 from fleet.errors import FleetError
-from fleet.heartbeat import Runtime, run_heartbeat
 from fleet.ledger import Bet, Enforcer
-from fleet.pipeline import load_pipeline
-from fleet.protocols import load_protocols
+from fleet.runtime.heartbeat import run_heartbeat
+from fleet.runtime.runtime import Runtime
 from fleet.settings import load_settings
 from fleet.store import Document
-from fleet.usage import record, record_reported, spend
 from tests.conftest import ROOT
 
 GATE = "source_validation_gate"

@@ -14,12 +14,14 @@ import pytest
 import redis as redis_lib
 from pymongo.database import Database
 
-from fleet.agents import Registry, validate_catalogue
 from fleet.constants import FAILURES, USAGE
 from fleet.defaults.catalogue import CATALOGUE
-from fleet.heartbeat import HeartbeatRecord, Runtime, run_heartbeat
+from fleet.definitions.catalogue import Registry, validate_catalogue
+from fleet.definitions.pipeline import load_pipeline
 from fleet.ledger import Bet
-from fleet.pipeline import load_pipeline
+from fleet.runtime.heartbeat import run_heartbeat
+from fleet.runtime.records import HeartbeatRecord
+from fleet.runtime.runtime import Runtime
 from fleet.settings import get_settings, load_settings
 from fleet.store import Document
 from tests.conftest import ROOT, wait_for
@@ -120,7 +122,7 @@ def test_a_hanging_agent_is_killed_with_its_children_and_its_claim_released(
 def test_mcp_server_down_fails_loudly_files_a_task_and_runs_nothing(
     heartbeat: Any, bet: Bet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fleet import services as svc
+    from fleet.ops import services as svc
 
     monkeypatch.setenv("FLEET_MCP_URL", f"http://127.0.0.1:{svc.free_port()}/mcp")
     get_settings.cache_clear()
@@ -165,7 +167,7 @@ def test_the_llm_gate_example_without_a_key_leaves_the_bet(
 def test_a_missing_program_fails_the_heartbeat_in_one_line_and_doctor_says_so(
     heartbeat: Any, bet: Bet
 ) -> None:
-    from fleet.doctor import handlers_check
+    from fleet.ops.doctor import handlers_check
 
     record, runtime = heartbeat(["/nonexistent/agent-program"])
     assert record.status == "failed" and "command '/nonexistent/agent-program' is not found" in (
@@ -179,8 +181,8 @@ def test_a_missing_program_fails_the_heartbeat_in_one_line_and_doctor_says_so(
 def test_doctor_checks_the_mcp_server_when_agents_are_external(
     agent_env: None, mcp_server: McpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fleet import services as svc
-    from fleet.doctor import mcp_checks
+    from fleet.ops import services as svc
+    from fleet.ops.doctor import mcp_checks
 
     external, plain = (
         registry_with(agent("print")),

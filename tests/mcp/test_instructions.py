@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
-from fleet.agents import Registry, validate_catalogue
 from fleet.defaults.catalogue import CATALOGUE
-from fleet.heartbeat import Runtime, run_heartbeat
-from fleet.instructions import InstructionsError, drift, load
+from fleet.definitions.catalogue import Registry, validate_catalogue
+from fleet.definitions.instructions import InstructionsError, drift, load
+from fleet.definitions.pipeline import load_pipeline
+from fleet.definitions.protocols import file_hash, load_protocols
 from fleet.ledger import Bet
-from fleet.pipeline import load_pipeline
-from fleet.protocols import file_hash, load_protocols
+from fleet.runtime.heartbeat import run_heartbeat
+from fleet.runtime.runtime import Runtime
 from fleet.settings import Settings, get_settings, load_settings
 from fleet.store import Document
 from tests.conftest import ROOT

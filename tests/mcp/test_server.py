@@ -9,11 +9,11 @@ import pytest
 from pymongo.database import Database
 
 from fleet.constants import REFUSALS, TRANSITIONS, USAGE
+from fleet.definitions.pipeline import load_pipeline
 from fleet.ledger import Bet, Enforcer
 from fleet.mcp import client
 from fleet.mcp.client import ToolCallError
 from fleet.mcp.tokens import mint
-from fleet.pipeline import load_pipeline
 from fleet.store import Document
 from tests.mcp.conftest import McpServer, raw_token
 

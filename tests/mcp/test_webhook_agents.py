@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
-from fleet.agents import Registry, validate_catalogue
 from fleet.constants import FAILURES
 from fleet.defaults.catalogue import CATALOGUE
-from fleet.heartbeat import HeartbeatRecord, Runtime, run_heartbeat
+from fleet.definitions.catalogue import Registry, validate_catalogue
+from fleet.definitions.pipeline import load_pipeline
 from fleet.ledger import Bet
 from fleet.mcp.tokens import verify
-from fleet.pipeline import load_pipeline
+from fleet.runtime.heartbeat import run_heartbeat
+from fleet.runtime.records import HeartbeatRecord
+from fleet.runtime.runtime import Runtime
 from fleet.settings import get_settings, load_settings
 from fleet.store import Document
 from tests.mcp.test_command_agents import GATE

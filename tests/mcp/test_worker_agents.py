@@ -8,8 +8,8 @@ import pytest
 from pymongo.database import Database
 
 from fleet.constants import HEARTBEATS
+from fleet.definitions.pipeline import load_pipeline
 from fleet.ledger import Bet, Enforcer
-from fleet.pipeline import load_pipeline
 from fleet.store import Document
 from tests.conftest import wait_for
 from tests.mcp.conftest import SECRET, McpServer
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def test_a_worker_runs_a_command_agent_that_moves_through_mcp(
     db: Database[Document], mcp_server: McpServer, start_worker: Any, bet: Bet
 ) -> None:
-    from fleet.celery_app import make_app
+    from fleet.app.celery_app import make_app
     from fleet.settings import load_settings
 
     env = {"FLEET_CATALOGUE": "tests.mcp.fleetdef:CATALOGUE", "FLEET_MCP_SECRET": SECRET,

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleet.errors import ProtocolError
-from fleet.pipeline import Pipeline, validate_pipeline
-from fleet.protocols import (
+from fleet.definitions.pipeline import Pipeline, validate_pipeline
+from fleet.definitions.protocols import (
     PROTOCOLS_FILENAME,
     LoadedProtocols,
     load_protocols,
     parse_version,
     version_known,
 )
+from fleet.errors import ProtocolError
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "protocols"
@@ -317,7 +317,7 @@ def test_an_oversized_file_is_refused_before_it_is_parsed(tmp_path: Path) -> Non
 
 
 def test_the_file_is_parsed_once_per_content_and_again_after_an_edit(tmp_path: Path) -> None:
-    from fleet import protocols as module
+    from fleet.definitions import protocols as module
 
     write(tmp_path, shipped_data())
     first = load_protocols(tmp_path)

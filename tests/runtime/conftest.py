@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from fleet.agents import Registry, load_registry
-from fleet.heartbeat import Runtime
+from fleet.definitions.catalogue import Registry, load_registry
 from fleet.ledger import Bet
+from fleet.runtime.runtime import Runtime
 from fleet.settings import Settings, load_settings
 
 HERE = Path(__file__).parent

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from fleet.context import BetContext, Decision, HeartbeatContext
+from fleet.agents.context import BetContext, Decision, HeartbeatContext
 from fleet.errors import ExternalCallFailed, LedgerUnavailable
 from tests.fleetspec import agent_spec
 

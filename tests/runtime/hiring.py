@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.context import BetContext, Decision, HeartbeatContext
+from fleet.agents.context import BetContext, Decision, HeartbeatContext
 from tests.fleetspec import agent_spec
 
 PIPELINE: dict[str, Any] = {
@@ -55,7 +55,7 @@ def catalogue(interviewer_handler: str) -> dict[str, Any]:
             _spec(
                 "closer", "tests.runtime.hiring:close", polls=["interviewed"], owns=[["interviewed", "hired"]]
             ),
-            agent_spec("chief", "ops", "fleet.ceo:ceo", [9]),
+            agent_spec("chief", "ops", "fleet.ops.ceo:ceo", [9]),
         ],
     }
 

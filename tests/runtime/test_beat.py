@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fleet.beat import SLOT_HEADER, SingletonScheduler, slot_of
+from fleet.app.beat import SLOT_HEADER, SingletonScheduler, slot_of
+from fleet.app.schedule import DaySchedule
 from fleet.constants import BEAT_LOCK_KEY
-from fleet.schedule import DaySchedule
 
 from ..conftest import Worker, celery_process, wait_for
 from .conftest import TEST_FLEET_ENV
@@ -105,7 +105,7 @@ def test_entries_without_a_day_schedule_have_no_slot() -> None:
 def test_celery_beat_uses_the_singleton_scheduler() -> None:
     from celery.utils.imports import symbol_by_name
 
-    from fleet.celery_app import make_app
+    from fleet.app.celery_app import make_app
     from fleet.settings import load_settings
 
     scheduler = symbol_by_name(make_app(load_settings()).conf.beat_scheduler)

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from fleet.agents import Registry, load_registry
-from fleet.heartbeat import Runtime, run_heartbeat
+from fleet.definitions.catalogue import Registry, load_registry
+from fleet.runtime.heartbeat import run_heartbeat
+from fleet.runtime.runtime import Runtime
 from fleet.settings import Settings
 
 from .conftest import FLEETDEF, TEST_FLEET_ENV

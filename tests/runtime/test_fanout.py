@@ -8,12 +8,14 @@ import signal
 
 import pytest
 
-from fleet import fanout
-from fleet.agents import load_registry
-from fleet.constants import CLAIMS, HEARTBEATS, TRANSITIONS
+from fleet.constants import CLAIMS, HEARTBEAT_PARTS, HEARTBEATS, TRANSITIONS
+from fleet.definitions.catalogue import load_registry
 from fleet.errors import BadTaskArguments
-from fleet.heartbeat import Runtime, run_heartbeat
 from fleet.queries import peak_concurrency
+from fleet.runtime import fanout
+from fleet.runtime.heartbeat import run_bet, run_heartbeat
+from fleet.runtime.records import parts_summary
+from fleet.runtime.runtime import Runtime
 from tasks.bet import parse_arguments
 
 from ..conftest import wait_for
@@ -62,12 +64,12 @@ def test_a_big_batch_is_dispatched_as_bet_tasks_and_the_record_sums_the_parts(
     assert fanout.free_slots(redis, fan_runtime.registry.require("checker")) == 0
     # When each bet task runs (here in-process, as a worker would)
     for task_id, args in messages:
-        agent, view, parent = parse_arguments(tuple(args), {})
-        part = fanout.run_bet(fan_runtime, agent, view, parent, task_id)
+        bet = parse_arguments(tuple(args), {})
+        part = run_bet(fan_runtime, bet.agent, bet.view, bet.parent, task_id, bet.instructions_hash)
         assert part.status == "ok" and part.actions == {"advanced": 1}
     # Then each moved once, their leases are released, and the heartbeat's summary sums the parts
     assert sorted(moves_per_bet(db).values()) == [1] * 6
-    assert fanout.summary(db, "hb-1") == {"dispatched": 6, "parts_advanced": 6, "parts": 6}
+    assert parts_summary(db, "hb-1") == {"dispatched": 6, "parts_advanced": 6, "parts": 6}
     assert db[CLAIMS].count_documents({"released_at": None}) == 0
     assert fanout.free_slots(redis, fan_runtime.registry.require("checker")) == 6
     assert fan_runtime.enforcer.verify() == []
@@ -83,11 +85,11 @@ def test_a_small_batch_stays_in_process(fan_runtime, make_bets, redis) -> None:
 def test_a_bet_task_whose_bet_moved_on_skips_it(fan_runtime, make_bets, db) -> None:
     [bet] = make_bets(1)
     fan_runtime.enforcer.advance(bet.bet_id, "checked", "checker", bet.seq, verdict="by hand")
-    part = fanout.run_bet(fan_runtime, "checker", bet, "hb-x", "task-1")
+    part = run_bet(fan_runtime, "checker", bet, "hb-x", "task-1")
     assert part.bets == [
         {"bet_id": bet.bet_id, "seq": 0, "outcome": "skipped", "error": "moved by someone else"}
     ]
-    assert db[HEARTBEATS].find_one({"_id": "task-1"})["parent"] == "hb-x"
+    assert db[HEARTBEAT_PARTS].find_one({"_id": "task-1"})["parent"] == "hb-x"
 
 
 @pytest.mark.parametrize(
@@ -108,7 +110,7 @@ def test_bad_bet_task_arguments_are_one_clear_error(args, kwargs) -> None:
 
 def send_heartbeat() -> str:
     """Send one checker heartbeat through the broker; its task id is its record's id."""
-    from fleet.celery_app import make_app
+    from fleet.app.celery_app import make_app
     from fleet.settings import load_settings
 
     sent = make_app(load_settings()).send_task(
@@ -128,12 +130,12 @@ def test_three_workers_process_every_dispatched_bet_exactly_once(
     # When one checker heartbeat runs
     send_heartbeat()
     # Then every bet moved exactly once, by bet tasks spread over the workers
-    wait_for(lambda: db[HEARTBEATS].count_documents({"reason": "bet"}) == 6, 90, "six part records")
+    wait_for(lambda: db[HEARTBEAT_PARTS].count_documents({"reason": "bet"}) == 6, 90, "six part records")
     assert moves_per_bet(db) == {b.bet_id: 1 for b in bets}
-    parts = list(db[HEARTBEATS].find({"reason": "bet"}))
+    parts = list(db[HEARTBEAT_PARTS].find({"reason": "bet"}))
     assert len({part["worker"] for part in parts}) >= 2
     [parent] = db[HEARTBEATS].find({"reason": "adhoc"})
-    assert fanout.summary(db, parent["_id"])["parts_advanced"] == 6
+    assert parts_summary(db, parent["_id"])["parts_advanced"] == 6
     # And the parts are not counted as concurrent heartbeats (only the dispatching one is)
     assert peak_concurrency(db).peak == 1
     assert runtime.enforcer.verify() == []

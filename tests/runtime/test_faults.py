@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from fleet import services as svc
 from fleet.constants import AGENT_LOCK_KEY, CLAIMS, FAILURES, HEARTBEATS, TRANSITIONS
-from fleet.heartbeat import run_heartbeat
+from fleet.ops import services as svc
+from fleet.runtime.heartbeat import run_heartbeat
 
 from ..conftest import wait_for
 from .conftest import TEST_FLEET_ENV

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.services import free_port
+from fleet.ops.services import free_port
 
 from ..conftest import ROOT, wait_for
 from .conftest import TEST_FLEET_ENV
@@ -115,7 +115,7 @@ def test_fleet_up_refuses_a_procfile_with_flower_when_no_password_is_set(stack, 
 
 def test_flower_turns_on_task_events_so_it_shows_heartbeats_as_they_run(flower, redis) -> None:
     # Given a worker started without task events (FLEET_TASK_EVENTS is off by default) and Flower
-    from fleet.celery_app import make_app
+    from fleet.app.celery_app import make_app
     from fleet.settings import load_settings
 
     app = make_app(load_settings())

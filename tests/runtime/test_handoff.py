@@ -8,8 +8,8 @@ from rich.console import Console
 
 from fleet.cli.ledger import handoff_view
 from fleet.constants import HEARTBEATS, TRANSITIONS
-from fleet.handoff import Handoff, handoffs, percentile, summarise
-from fleet.heartbeat import run_heartbeat
+from fleet.runtime.handoff import Handoff, handoffs, percentile, summarise
+from fleet.runtime.heartbeat import run_heartbeat
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -6,12 +6,12 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from fleet import heartbeat
 from fleet.board import Board, Task
 from fleet.constants import AGENT_LOCK_KEY, CLAIMS, FAILURES, HEARTBEATS, TASKS, TRANSITIONS
-from fleet.heartbeat import run_heartbeat
 from fleet.ledger.claims import Claims
-from fleet.locks import agent_lock
+from fleet.runtime import batch, bets
+from fleet.runtime.heartbeat import run_heartbeat
+from fleet.runtime.locks import agent_lock
 
 from ..conftest import wait_for
 from . import fleetdef
@@ -188,7 +188,7 @@ def test_claims_are_released_only_after_the_renewer_stopped(runtime, make_bets, 
     # Given a bet whose handling outlasts a claim renewal (claim_ttl_s is 2: renewals every ~0.7 s)
     make_bets(1, sleep_s=1.0)
     WatchedClaims.renewed.clear()
-    monkeypatch.setattr(heartbeat, "Claims", WatchedClaims)
+    monkeypatch.setattr(batch, "Claims", WatchedClaims)
     # When the checker's heartbeat handles it
     record = run_heartbeat(runtime, "checker")
     # Then the lease was renewed while working, but never while being released
@@ -250,9 +250,9 @@ def test_a_refusal_task_closed_meanwhile_by_someone_else_does_not_fail_the_heart
 
 
 def test_counters_name_kill_and_park_moves_by_the_stage_they_reach() -> None:
-    from fleet.pipeline import Kind
+    from fleet.definitions.pipeline import Kind
 
-    assert heartbeat.move_outcome(Kind.KILL, "rejected") == "rejected"
-    assert heartbeat.move_outcome(Kind.PARK, "on_hold") == "on_hold"
-    assert heartbeat.move_outcome(Kind.ADVANCE, "screened") == "advanced"
-    assert heartbeat.move_outcome(Kind.REVIVE, "applied") == "revived"
+    assert bets.move_outcome(Kind.KILL, "rejected") == "rejected"
+    assert bets.move_outcome(Kind.PARK, "on_hold") == "on_hold"
+    assert bets.move_outcome(Kind.ADVANCE, "screened") == "advanced"
+    assert bets.move_outcome(Kind.REVIVE, "applied") == "revived"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from beat_schedule import build_beat_schedule
-from fleet.agents import load_registry
-from fleet.celery_app import REDELIVERY_MARGIN_S, visibility_timeout
-from fleet.schedule import DAY
+from fleet.app.celery_app import REDELIVERY_MARGIN_S, visibility_timeout
+from fleet.app.schedule import DAY
+from fleet.definitions.catalogue import load_registry
 
 
 def test_each_agent_s_soft_limit_leaves_time_to_stop_before_its_hard_limit(registry) -> None:

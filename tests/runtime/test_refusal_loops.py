@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from fleet.agents import load_registry
 from fleet.board import Origin
 from fleet.constants import HOLDS, REFUSALS
-from fleet.heartbeat import Runtime, run_heartbeat
+from fleet.definitions.catalogue import load_registry
+from fleet.runtime.heartbeat import run_heartbeat
+from fleet.runtime.runtime import Runtime
 from fleet.settings import Settings
 
 from ..conftest import wait_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from fleet.renewer import Renewer
+from fleet.runtime.renewer import Renewer
 
 from ..conftest import wait_for
 

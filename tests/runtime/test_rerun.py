@@ -10,11 +10,11 @@ import threading
 
 import pytest
 
-from fleet import heartbeat
 from fleet.constants import AGENT_LOCK_KEY, BETS, CLAIMS, HEARTBEATS, REFUSALS, TRANSITIONS
 from fleet.errors import LedgerUnavailable
-from fleet.heartbeat import run_heartbeat
 from fleet.ledger.claims import Claims
+from fleet.runtime import batch, records
+from fleet.runtime.heartbeat import run_heartbeat
 
 from ..conftest import wait_for
 
@@ -154,7 +154,7 @@ def test_a_store_outage_reports_the_original_error_not_the_failed_release(
 ) -> None:
     # Given a bet whose handling finds the store down, and a store still down at release time
     make_bets(1, store_down=True)
-    monkeypatch.setattr(heartbeat, "Claims", FailingRelease)
+    monkeypatch.setattr(batch, "Claims", FailingRelease)
     # When the heartbeat runs, Then the error Celery retries on is the original one
     with pytest.raises(LedgerUnavailable, match="as the bet asked"):
         run_heartbeat(runtime, "checker")
@@ -167,8 +167,8 @@ def test_a_record_that_cannot_be_stored_does_not_rerun_the_work(runtime, make_be
     def store_down(*_args, **_kwargs) -> None:
         raise LedgerUnavailable("heartbeat record: store unavailable")
 
-    monkeypatch.setattr(heartbeat, "write_record", store_down)
-    monkeypatch.setattr(heartbeat, "RECORD_WRITE_WINDOW_S", 0.5)
+    monkeypatch.setattr(records, "write_record", store_down)
+    monkeypatch.setattr(records, "RECORD_WRITE_WINDOW_S", 0.5)
     # When the heartbeat finishes its work
     record = run_heartbeat(runtime, "checker", heartbeat_id="hb-unrecorded")
     # Then it returns normally (no Celery retry re-running the work); its work is done once

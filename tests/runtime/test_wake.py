@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fleet import wake
 from fleet.constants import (
     AGENT_LOCK_KEY,
     HEARTBEATS,
@@ -17,7 +16,10 @@ from fleet.constants import (
     WAKE_WAITING_KEY,
 )
 from fleet.errors import SettingsError
-from fleet.heartbeat import HeartbeatRecord, Runtime, run_heartbeat
+from fleet.runtime import wake
+from fleet.runtime.heartbeat import run_heartbeat
+from fleet.runtime.records import HeartbeatRecord
+from fleet.runtime.runtime import Runtime
 from fleet.settings import load_settings
 
 from ..conftest import wait_for
@@ -127,7 +129,7 @@ def test_a_commit_wakes_the_next_owner_in_real_workers(
     bets = make_bets(3)
     start_worker(queues="alpha,beta", concurrency=2, **TEST_FLEET_ENV)
     # When only the checker is triggered (no schedule runs in this test)
-    from fleet.celery_app import make_app
+    from fleet.app.celery_app import make_app
 
     make_app(load_settings()).send_task(
         "fleet.heartbeat", args=["checker"], kwargs={"reason": "adhoc"}, queue="alpha"

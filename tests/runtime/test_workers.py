@@ -36,7 +36,7 @@ def celery_call(stack, *args: str) -> str:
 
 def sending_app():
     """A Celery app on the test broker, for sending tasks without a subprocess."""
-    from fleet.celery_app import make_app
+    from fleet.app.celery_app import make_app
     from fleet.settings import load_settings
 
     return make_app(load_settings())
@@ -150,7 +150,7 @@ def test_bad_task_arguments_fail_once_and_change_nothing(stack, db, runtime, mak
 
 def test_an_unreachable_store_retries_the_heartbeat_with_backoff(stack, redis, start_worker) -> None:
     # Given a worker whose MongoDB-wire store cannot be reached (a closed port)
-    from fleet.services import free_port
+    from fleet.ops.services import free_port
 
     env = {**TEST_FLEET_ENV, "FLEET_MONGO_URL": f"mongodb://127.0.0.1:{free_port()}/"}
     worker = start_worker(queues="alpha", **env)

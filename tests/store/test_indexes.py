@@ -17,7 +17,7 @@ from fleet.constants import (
     SQLITE_ID_INDEX,
     TRANSITIONS,
 )
-from fleet.heartbeat import Runtime
+from fleet.runtime.runtime import Runtime
 from fleet.settings import get_settings
 from fleet.store import store_kind
 

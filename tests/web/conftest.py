@@ -18,11 +18,11 @@ import redis as redis_lib
 from pymongo.database import Database
 from starlette.testclient import TestClient
 
-from fleet.agents import Registry, get_registry
 from fleet.board import Board, Origin
+from fleet.definitions.catalogue import Registry, get_registry
+from fleet.definitions.protocols import load_protocols
 from fleet.ledger import Bet, Enforcer
-from fleet.protocols import load_protocols
-from fleet.services import free_port, port_open
+from fleet.ops.services import free_port, port_open
 from fleet.settings import Settings, get_settings
 from fleet.store import Document
 from fleet.web.app import create_app

@@ -7,7 +7,7 @@ from pymongo.database import Database
 from starlette.testclient import TestClient
 
 from fleet.constants import COLLECTIONS
-from fleet.services import free_port
+from fleet.ops.services import free_port
 from fleet.settings import Settings
 from fleet.store import Document
 from fleet.web.app import create_app

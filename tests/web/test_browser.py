@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from fleet.protocols import load_protocols
+from fleet.definitions.protocols import load_protocols
 from fleet.settings import get_settings
 
 from ..conftest import IN_CI, ROOT, wait_for

@@ -9,7 +9,7 @@ from pymongo.database import Database
 from starlette.testclient import TestClient
 
 from fleet import queries as report
-from fleet.agents import load_registry
+from fleet.definitions.catalogue import load_registry
 from fleet.store import Document
 from fleet.web.app import create_app
 

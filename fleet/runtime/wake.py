@@ -22,10 +22,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import redis
 
+from fleet.app.celery_app import get_app
 from fleet.constants import (
     AGENT_LOCK_KEY,
     HEARTBEAT_TASK,
@@ -34,14 +35,12 @@ from fleet.constants import (
     WAKE_GAP_KEY,
     WAKE_WAITING_KEY,
 )
-from fleet.renewer import renewing
+from fleet.definitions.catalogue import AgentSpec, Registry
+from fleet.runtime.records import HeartbeatRecord
+from fleet.runtime.renewer import renewing
+from fleet.settings import Settings
 
-if TYPE_CHECKING:
-    from fleet.agents import AgentSpec, Registry
-    from fleet.heartbeat import HeartbeatRecord
-    from fleet.settings import Settings
-
-logger = logging.getLogger("fleet.wake")
+logger = logging.getLogger("fleet.runtime.wake")
 
 WakeOutcome = Literal["sent", "delayed", "pending", "capped", "deferred", "off"]
 
@@ -129,8 +128,6 @@ def _admit(
 
 
 def _send(spec: AgentSpec, expires_s: float, delay_s: float) -> None:
-    from fleet.celery_app import get_app
-
     # expires: a wake stuck behind a backlog is dropped; its pending entry lapses at the same time.
     get_app().send_task(
         HEARTBEAT_TASK,

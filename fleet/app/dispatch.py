@@ -11,7 +11,7 @@ from fleet.errors import BrokerUnavailable, first_line
 
 def send(task: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> str:
     """Publish one task through the broker; return its id (:class:`BrokerUnavailable` if it cannot)."""
-    from fleet.celery_app import get_app  # lazy: most commands never publish
+    from fleet.app.celery_app import get_app  # lazy: most commands never publish
 
     try:
         return str(get_app().send_task(task, args=args, kwargs=kwargs or {}).id)

@@ -8,16 +8,16 @@ The beat schedule is not built here: only beat builds it (``beat_schedule.Schedu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery import Celery
 from kombu.entity import Queue
 
+from fleet.app.routing import queue_names
 from fleet.constants import OPS_QUEUE
+from fleet.definitions.catalogue import Registry, get_registry
+from fleet.definitions.protocols import DEFAULT_TASK_RETRY
 from fleet.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from fleet.agents import Registry
 
 #: Celery's hard limit for any task that is not a heartbeat of a known agent (s); heartbeats
 #: run under their agent's own limits (``AgentSpec.time_limits``, see tasks.heartbeat).
@@ -29,7 +29,7 @@ TASK_TIME_LIMIT = 3660
 REDELIVERY_MARGIN_S = 300
 
 #: Beat's scheduler: Celery's file-backed one, ticking only while it holds the fleet's beat lock
-#: (fleet.beat), plus the fleet's entries built when beat starts.
+#: (fleet.app.beat), plus the fleet's entries built when beat starts.
 BEAT_SCHEDULER = "beat_schedule:Scheduler"
 
 #: Modules holding task definitions; workers import them at start.
@@ -50,9 +50,6 @@ def visibility_timeout(registry: Registry | None = None) -> int:
     The longest agent hard limit (or Celery retry delay) plus :data:`REDELIVERY_MARGIN_S`:
     1,500 s for the default catalogue (its longest time limit is 1,200 s).
     """
-    from fleet.agents import get_registry
-    from fleet.protocols import DEFAULT_TASK_RETRY
-
     fleet_registry = registry if registry is not None else get_registry()
     longest = max([DEFAULT_TASK_RETRY.backoff_max_s, *(spec.time_limit for spec in fleet_registry)])
     return int(longest) + REDELIVERY_MARGIN_S
@@ -82,8 +79,8 @@ def _config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": redelivery},
         "task_default_queue": OPS_QUEUE,
-        "task_queues": [Queue(name) for name in _queue_names()],
-        "task_routes": ("fleet.routing.route_task",),
+        "task_queues": [Queue(name) for name in queue_names()],
+        "task_routes": ("fleet.app.routing.route_task",),
         # Task events cost a Redis publish per task state on every task, watched or not. Flower
         # turns them on in every worker while it runs (its enable_events option, on by default),
         # so it still shows tasks as they run; FLEET_TASK_EVENTS=1 sends them from the start
@@ -99,12 +96,6 @@ def _config(settings: Settings) -> dict[str, Any]:
         # Compressed-time demos need beat to wake more often than every 5 minutes.
         "beat_max_loop_interval": min(300.0, settings.day_seconds / 24 / 60 * 5),
     }
-
-
-def _queue_names() -> list[str]:
-    from fleet.routing import queue_names
-
-    return queue_names()
 
 
 _APP: Celery | None = None

@@ -2,9 +2,9 @@
 
 redis-py's :class:`redis.lock.Lock` (a token in a key with an expiry, released only
 by its holder) does exactly this. The lease is short (``AGENT_LOCK_TTL_S``, 30 s) and
-the process's renewer (:mod:`fleet.renewer`) pushes it back every third of it while the heartbeat runs: a live
-heartbeat keeps its lock however long it runs (Celery's time limits end it, not the
-lock), and a SIGKILLed holder blocks its agent for one lease at most.
+the process's renewer (:mod:`fleet.runtime.renewer`) pushes it back every third of it
+while the heartbeat runs: a live heartbeat keeps its lock however long it runs (Celery's
+time limits end it, not the lock), and a SIGKILLed holder blocks its agent for one lease at most.
 
 The token is the heartbeat's id (Celery's task id), so a redelivered copy of a
 heartbeat recognises its own earlier run's lease and waits for it to lapse.
@@ -31,7 +31,7 @@ from redis.lock import Lock
 
 from fleet.constants import AGENT_LOCK_KEY, AGENT_LOCK_RENEWALS_PER_TTL, AGENT_LOCK_TTL_S
 from fleet.errors import BrokerUnavailable
-from fleet.renewer import renewing
+from fleet.runtime.renewer import renewing
 
 
 @dataclass

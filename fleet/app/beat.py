@@ -12,7 +12,7 @@ that overlap after a pause longer than the TTL. The slot travels in the message'
 Why not celery-redbeat (the maintained library that keeps the schedule in Redis behind a
 lock): it serialises every schedule to JSON with an encoder that knows only
 ``schedule``, ``crontab``, ``solar`` and its ``rrule``; fleet's staggered
-:class:`~fleet.schedule.DaySchedule` (and so the compressed-time demo day) is none of
+:class:`~fleet.app.schedule.DaySchedule` (and so the compressed-time demo day) is none of
 them, and re-expressing it as one rrule entry per (agent, slot) multiplies the entries
 and loses the sub-second offsets of compressed days. Holding the lock around Celery's
 own scheduler keeps the schedule objects as they are.
@@ -34,8 +34,8 @@ from celery.utils.log import get_logger
 from redis.exceptions import LockError
 from redis.lock import Lock
 
+from fleet.app.schedule import DaySchedule
 from fleet.constants import BEAT_LOCK_KEY, BEAT_SENT_KEY
-from fleet.schedule import DaySchedule
 from fleet.settings import Settings, load_settings
 from fleet.store import redis_client
 

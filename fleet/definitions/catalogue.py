@@ -10,9 +10,8 @@ exactly one agent, and every edge an agent claims exists and is its own.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import suppress
 from functools import cache
 from pathlib import Path
@@ -21,12 +20,30 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fleet.constants import DEFAULT_SPEC_OWNER, STOP_GRACE_S
-from fleet.errors import CatalogueError, HandlerImportError, UnknownAgent
-from fleet.external import CommandHandler, WebhookHandler
-from fleet.pipeline import NAME_PATTERN, Pipeline, load_object, load_pipeline
+from fleet.definitions.pipeline import NAME_PATTERN, Pipeline, load_object, load_pipeline
+from fleet.errors import CatalogueError, UnknownAgent
 from fleet.settings import get_settings
 
 DEFAULT_CATALOGUE = "fleet.defaults.catalogue:CATALOGUE"
+
+
+class CommandHandler(BaseModel):
+    """``{"command": [...]}``: run a program per claimed bet (or per heartbeat)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: tuple[str, ...] = Field(min_length=1)
+    timeout_s: float | None = Field(default=None, gt=0, le=3600, description="default: half the time limit")
+    cwd: str | None = None
+
+
+class WebhookHandler(BaseModel):
+    """``{"webhook": URL}``: POST the payload per claimed bet, get a JSON decision back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhook: str = Field(pattern=r"^https?://")
+    timeout_s: float = Field(default=30.0, gt=0, le=600, description="per attempt")
 
 
 class Schedule(BaseModel):
@@ -68,16 +85,16 @@ class AgentSpec(BaseModel):
     expected_seconds: float = Field(default=60.0, gt=0, description="typical duration")
     protocol_version: str
     #: ``"module:function"`` (Python, in the worker), ``{"command": [...]}`` or ``{"webhook": URL}``
-    #: (external agents, see fleet.external).
+    #: (external agents, see fleet.agents.external).
     handler: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")] | CommandHandler | WebhookHandler
     #: Instructions file (markdown + front matter), relative to FLEET_INSTRUCTIONS_DIR.
     instructions: str | None = Field(default=None, min_length=1)
     #: Who answers for this spec: refusal-loop tasks about the agent are assigned to them.
     owner: str = Field(default=DEFAULT_SPEC_OWNER, pattern=NAME_PATTERN)
-    #: Run an extra heartbeat when a bet arrives at a stage it polls (see fleet.wake).
+    #: Run an extra heartbeat when a bet arrives at a stage it polls (see fleet.runtime.wake).
     wake: bool = True
     #: Bets of this agent that may run at once fleet-wide as their own ``fleet.bet`` tasks
-    #: (external rate limits); 0 keeps every batch in-process. See fleet.fanout for the rule.
+    #: (external rate limits); 0 keeps every batch in-process. See fleet.runtime.fanout for the rule.
     fan_out: int = Field(default=0, ge=0, le=1000)
 
     @property
@@ -239,21 +256,3 @@ def _handler_sources(spec: AgentSpec) -> list[str]:
         return []  # the service is deployed elsewhere: only the spec can tell a fix
     source = getattr(sys.modules.get(spec.handler.partition(":")[0]), "__file__", None)
     return [source] if source else []
-
-
-def resolve_handler(spec: AgentSpec) -> Callable[..., Any]:
-    """Import the spec's handler; a bad path raises :class:`HandlerImportError`."""
-    if isinstance(spec.handler, CommandHandler | WebhookHandler):
-        from fleet.external import resolve
-
-        return resolve(spec)
-    module_name, _, attribute = spec.handler.partition(":")
-    try:
-        handler = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise HandlerImportError(
-            f"agent {spec.name!r}: cannot import handler {spec.handler!r}: {exc}"
-        ) from None
-    if not callable(handler):
-        raise HandlerImportError(f"agent {spec.name!r}: handler {spec.handler!r} is not callable")
-    return handler  # type: ignore[no-any-return]

@@ -6,20 +6,16 @@ Celery calls :func:`route_task` for every ``apply_async``/``send_task``, includi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fleet.constants import BET_TASK, HEARTBEAT_TASK, OPS_QUEUE
-
-if TYPE_CHECKING:
-    from fleet.agents import Registry
+from fleet.definitions.catalogue import Registry, get_registry
 
 __all__ = ["OPS_QUEUE", "queue_names", "route_task"]
 
 
 def queue_names(registry: Registry | None = None) -> list[str]:
     """Every queue: one per stage group in the catalogue (default: this process's), plus ``ops``."""
-    from fleet.agents import get_registry
-
     fleet_registry = registry if registry is not None else get_registry()
     return sorted({OPS_QUEUE, *fleet_registry.queues()})
 
@@ -31,8 +27,6 @@ def route_task(
     if name not in (HEARTBEAT_TASK, BET_TASK):
         return {"queue": OPS_QUEUE}
     agent = _agent_argument(args, kwargs)
-    from fleet.agents import get_registry
-
     spec = get_registry().get(agent) if isinstance(agent, str) else None
     return {"queue": spec.queue if spec else OPS_QUEUE}
 

@@ -1,7 +1,7 @@
 """Retention: what the fleet forgets, and when. Transitions are never pruned: they are the ledger.
 
 Past the window (``FLEET_RETENTION_DAYS``, default 14) the ops watchdog
-(:func:`fleet.ceo.watchdog`) and ``fleet prune`` delete:
+(:func:`fleet.ops.ceo.watchdog`) and ``fleet prune`` delete:
 
 - heartbeat records, refusals and probes older than the window (on MongoDB also
   expired by TTL indexes, see :mod:`fleet.store.indexes`);
@@ -34,6 +34,7 @@ from fleet.constants import (
     BETS,
     CLAIMS,
     FAILURES,
+    HEARTBEAT_PARTS,
     HEARTBEATS,
     HOLDS,
     PROBES,
@@ -71,6 +72,7 @@ def prune(db: Database[Doc], window: timedelta, now: datetime, *, dry_run: bool 
         current = _current_seqs(db)
         selections = {
             HEARTBEATS: _older(db, HEARTBEATS, "started_at", cutoff),
+            HEARTBEAT_PARTS: _older(db, HEARTBEAT_PARTS, "started_at", cutoff),
             REFUSALS: _older(db, REFUSALS, "at", cutoff),
             PROBES: _older(db, PROBES, "at", cutoff),
             USAGE: _older(db, USAGE, "at", cutoff),  # budgets read only today's

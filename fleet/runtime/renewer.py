@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
-logger = logging.getLogger("fleet.renewer")
+logger = logging.getLogger("fleet.runtime.renewer")
 
 #: Renewals that may run at once in one process (each a Redis or store round trip; one that
 #: hangs until its store timeout holds a thread, so there are enough for every lease of a

@@ -1,7 +1,7 @@
 """What a handler sees: the bet, the protocols, an action log, parallel lookups, retried calls.
 
 Handlers hold business logic only. Retries, locks, claims, timing and logging
-wrap them from outside (:mod:`fleet.heartbeat`); the context is their whole API.
+wrap them from outside (:mod:`fleet.runtime`); the context is their whole API.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from pymongo.database import Database
 from tenacity import (
     RetryError,
     Retrying,
@@ -25,16 +26,14 @@ from tenacity import (
     wait_random,
 )
 
+from fleet.agents import usage
+from fleet.board import Board, Task
+from fleet.definitions.catalogue import AgentSpec, Registry
+from fleet.definitions.instructions import Instructions
+from fleet.definitions.protocols import LoadedProtocols
 from fleet.errors import ExternalCallFailed, HeartbeatStopped, TransientError
+from fleet.ledger import Bet, Enforcer
 from fleet.store import clock
-
-if TYPE_CHECKING:
-    from pymongo.database import Database
-
-    from fleet.agents import AgentSpec, Registry
-    from fleet.board import Board, Task
-    from fleet.ledger import Bet, Enforcer
-    from fleet.protocols import LoadedProtocols
 
 T = TypeVar("T")
 
@@ -125,6 +124,8 @@ class HeartbeatContext:
     trace: list[str] = field(default_factory=list)
     retries: int = 0
     stop: StopSignal = field(default_factory=StopSignal)
+    #: The agent's instructions as the heartbeat read them at its start (None: none, or unusable).
+    instructions: Instructions | None = None
     _created: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -186,8 +187,6 @@ class HeartbeatContext:
         self, *, tokens_in: int = 0, tokens_out: int = 0, cost_usd: float = 0.0, model: str = ""
     ) -> None:
         """Record model usage of this heartbeat; it counts toward the agent's daily budget."""
-        from fleet import usage  # lazy: usage reads the board and protocols, which import this module
-
         usage.record(self.db, self.agent, self.heartbeat_id, tokens_in=tokens_in, tokens_out=tokens_out,
                      cost_usd=cost_usd, model=model)  # fmt: skip
 

@@ -30,17 +30,19 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from fleet import queries, wake
-from fleet import services as svc
-from fleet.agents import Registry, get_registry
+from fleet import audit, queries
+from fleet.app.routing import queue_names
+from fleet.app.schedule import load_report, peak_running
 from fleet.constants import HEARTBEATS, REFUSALS, TRANSITIONS
+from fleet.definitions.catalogue import Registry, get_registry
+from fleet.definitions.pipeline import fill_seed_fields
+from fleet.definitions.protocols import load_protocols
 from fleet.errors import TransitionRefused
-from fleet.handoff import handoffs
 from fleet.ledger import Enforcer
 from fleet.logs import format_actions
-from fleet.pipeline import fill_seed_fields
-from fleet.routing import queue_names
-from fleet.schedule import load_report, peak_running
+from fleet.ops import services as svc
+from fleet.runtime import wake
+from fleet.runtime.handoff import handoffs
 from fleet.settings import DEMO_PASSWORD, Settings, get_settings, mask_url
 from fleet.store import Document, database, ensure_indexes, ping_mongo, ping_redis, redis_client
 
@@ -258,13 +260,10 @@ def _handoff_table(db: Database[Document]) -> Table:
 
 
 def _audit_lines(db: Database[Document], registry: Registry, settings: Settings) -> list[str]:
-    from fleet.audit import drift_findings, stranded_findings
-    from fleet.protocols import load_protocols
-
     loaded = load_protocols(settings.protocols_dir)
     now = datetime.now(UTC)
-    drift = drift_findings(registry, loaded, db, now)
-    stranded = stranded_findings(registry, loaded, db, now)
+    drift = audit.drift_findings(registry, loaded, db, now)
+    stranded = audit.stranded_findings(registry, loaded, db, now)
     open_tasks = db["tasks"].count_documents({"status": "open"})
     noun = registry.pipeline.noun
     return [f"drift findings {len(drift)}, stranded {noun}s {len(stranded)}, open board tasks {open_tasks}"]

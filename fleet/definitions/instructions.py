@@ -9,31 +9,27 @@ was written for::
     ---
     You are the source validation gate. ...
 
-Every heartbeat stamps the file's content hash on its record; external agents get the
-text, the front matter and the hash in their payload. :func:`drift` lists what the drift
-audit should report: a file missing or malformed, written for another protocols version,
-or changed since the agent's last heartbeat ran with it.
+A heartbeat reads the file once at its start, stamps its content hash on its record and
+hands the same content to every bet (external agents get the text, the front matter and
+the hash in their payload). :mod:`fleet.audit.instructions` lists what the drift audit
+reports: a file missing or malformed, written for another protocols version, or changed
+since the agent's last heartbeat ran with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pymongo import DESCENDING
-from pymongo.database import Database
 
-from fleet.constants import HEARTBEATS
+from fleet.definitions.protocols import file_hash
 from fleet.errors import ConfigError
-from fleet.protocols import LoadedProtocols, file_hash
 from fleet.settings import Settings
-from fleet.store import Document, translated
 
 if TYPE_CHECKING:
-    from fleet.agents import AgentSpec, Registry
+    from fleet.definitions.catalogue import AgentSpec
 
 #: Largest instructions file read (a real one is a few KiB).
 MAX_BYTES = 256 * 1024
@@ -98,55 +94,10 @@ def _split(agent: str, path: Path, text: str) -> tuple[dict[str, Any], str]:
     return front, "".join(lines[end + 1 :])
 
 
-def stamp(settings: Settings, spec: AgentSpec) -> str | None:
-    """The hash a heartbeat records: the file's, or None (no file, or unusable: see :func:`drift`)."""
+def load_usable(settings: Settings, spec: AgentSpec) -> Instructions | None:
+    """The spec's instructions as a heartbeat reads them once at its start: None when it names
+    none or they are unusable (the drift audit, :mod:`fleet.audit.instructions`, says why)."""
     try:
-        found = load(settings, spec)
+        return load(settings, spec)
     except InstructionsError:
         return None
-    return None if found is None else found.hash
-
-
-@dataclass(frozen=True)
-class Drift:
-    """One instructions problem for the drift audit."""
-
-    agent: str
-    kind: str  # missing (or malformed), behind, changed
-    detail: str
-
-
-def drift(
-    settings: Settings, registry: Registry, loaded: LoadedProtocols, db: Database[Document]
-) -> list[Drift]:
-    """Every agent whose instructions are unusable, behind the protocols, or changed since it last ran."""
-    return [problem for spec in registry for problem in _drift_of(settings, spec, loaded, db)]
-
-
-def _drift_of(
-    settings: Settings, spec: AgentSpec, loaded: LoadedProtocols, db: Database[Document]
-) -> Iterator[Drift]:
-    try:
-        found = load(settings, spec)
-    except InstructionsError as exc:
-        yield Drift(spec.name, "missing", str(exc))
-        return
-    if found is None:
-        return
-    if found.protocols_version != loaded.version:
-        detail = f"written for protocols {found.protocols_version}, current is {loaded.version}"
-        yield Drift(spec.name, "behind", detail)
-    last = _last_hash(db, spec.name)
-    if last is not None and last != found.hash:
-        yield Drift(
-            spec.name, "changed", f"changed since the last heartbeat (ran with {last}, now {found.hash})"
-        )
-
-
-def _last_hash(db: Database[Document], agent: str) -> str | None:
-    with translated("reading heartbeats"):
-        doc = db[HEARTBEATS].find_one(
-            {"agent": agent}, {"instructions_hash": 1}, sort=[("started_at", DESCENDING)]
-        )
-    value = None if doc is None else doc.get("instructions_hash")
-    return value if isinstance(value, str) else None

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+from fleet.agents.context import BetContext, Decision, HeartbeatContext
 from fleet.board import Origin, Task, TaskStatus
-from fleet.context import BetContext, Decision, HeartbeatContext
 from fleet.errors import ExternalCallFailed, TaskClosed
 from fleet.ledger import Bet
 from fleet.settings import get_settings

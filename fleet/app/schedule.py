@@ -20,7 +20,7 @@ from typing import Any
 
 from celery.schedules import BaseSchedule, crontab, schedstate
 
-from fleet.agents import AgentSpec, Registry
+from fleet.definitions.catalogue import AgentSpec, Registry
 
 DAY = 86400
 #: Per-agent offsets spread a group's starts over this many minutes after its base minute.

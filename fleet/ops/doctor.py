@@ -15,13 +15,14 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from fleet.agents import Registry, load_registry, resolve_handler
+from fleet.agents.handlers import resolve_handler
+from fleet.app.routing import queue_names
 from fleet.constants import PROBE_TASK, PROBES
+from fleet.definitions.catalogue import CommandHandler, Registry, WebhookHandler, load_registry
+from fleet.definitions.pipeline import Pipeline, load_pipeline
+from fleet.definitions.protocols import LoadedProtocols, load_protocols
 from fleet.errors import FleetError
-from fleet.pipeline import Pipeline, load_pipeline
-from fleet.procfile import procfile_queues
-from fleet.protocols import LoadedProtocols, load_protocols
-from fleet.routing import queue_names
+from fleet.ops.procfile import procfile_queues
 from fleet.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -69,8 +70,6 @@ def _definition_checks(settings: Settings, procfile: Path) -> list[Check]:
 
 def mcp_checks(settings: Settings, registry: Registry) -> list[Check]:
     """With external agents in the catalogue: ``fleet mcp`` answers and accepts their tokens."""
-    from fleet.external import CommandHandler, WebhookHandler
-
     external = [spec.name for spec in registry if isinstance(spec.handler, CommandHandler | WebhookHandler)]
     if not external:
         return []
@@ -181,7 +180,7 @@ def procfile_check(registry: Registry, procfile: Path) -> Check:
 
 def probe_check(settings: Settings, timeout: float) -> Check:
     """A worker on the ops queue runs ``fleet.probe`` and writes it back to the store."""
-    from fleet.dispatch import send  # lazy: as in redis_check
+    from fleet.app.dispatch import send  # lazy: as in redis_check
     from fleet.store import database
 
     token = uuid.uuid4().hex

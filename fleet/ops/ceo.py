@@ -4,16 +4,17 @@ These are real handlers, not simulations. The CEO runs the drift audit (agent
 specs against the shared protocols) and stranded-bet detection every heartbeat
 and turns what it finds into board tasks; tasks whose condition is gone close
 themselves. The watchdog rolls lagging bet projections forward and prunes what the
-retention window lets go (:mod:`fleet.retention`).
+retention window lets go (:mod:`fleet.ops.retention`).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from fleet import audit, retention
+from fleet import audit
+from fleet.agents.context import HeartbeatContext
 from fleet.board import Origin
-from fleet.context import HeartbeatContext
+from fleet.ops import retention
 from fleet.settings import get_settings
 
 

@@ -16,8 +16,8 @@ from pymongo.database import Database
 
 from fleet.board import Board, Origin
 from fleet.constants import USAGE
+from fleet.definitions.protocols import LoadedProtocols
 from fleet.errors import FleetError
-from fleet.protocols import LoadedProtocols
 from fleet.store import Document, clock, translated
 
 

@@ -24,16 +24,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fleet.definitions.pipeline import NAME_PATTERN, Pipeline
 from fleet.errors import ProtocolError
-from fleet.pipeline import NAME_PATTERN, Pipeline
-
-if TYPE_CHECKING:
-    from fleet.ledger import ProtocolStamp
+from fleet.settings import get_settings
 
 #: The file inside ``FLEET_PROTOCOLS_DIR``.
 PROTOCOLS_FILENAME = "fleet.yaml"
@@ -194,6 +192,15 @@ class Protocols(_Strict):
         return sorted(s for s in self.stage_sla_hours if s not in stages or stages[s].terminal)
 
 
+class ProtocolStamp(BaseModel):
+    """Which version of the shared protocols a decision was taken under."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: str
+    hash: str
+
+
 @dataclass(frozen=True)
 class LoadedProtocols:
     """The protocols as read from one file, with the version and hash a heartbeat records."""
@@ -212,8 +219,6 @@ class LoadedProtocols:
     @property
     def stamp(self) -> ProtocolStamp:
         """The (version, hash) pair stamped on every transition and heartbeat."""
-        from fleet.ledger import ProtocolStamp  # lazy: the ledger must not be needed to load rules
-
         return ProtocolStamp(version=self.version, hash=self.hash)
 
     @property
@@ -251,8 +256,6 @@ def load_protocols(directory: Path, max_bytes: int | None = None) -> LoadedProto
 
 
 def _max_bytes() -> int:
-    from fleet.settings import get_settings  # lazy: the settings module is not needed to parse rules
-
     return get_settings().protocols_max_bytes
 
 

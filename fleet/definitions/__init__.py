@@ -1,0 +1,2 @@
+"""What the fleet is: the pipeline (handoff map), the protocols file, the agent catalogue
+and instructions. Pure data and validation: no store, no broker."""

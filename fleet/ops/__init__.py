@@ -1,0 +1,1 @@
+"""Operating the fleet: local services, doctor checks, retention, the demo, the Procfile."""
