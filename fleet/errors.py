@@ -39,6 +39,10 @@ class BrokerUnavailable(ServiceUnavailable):
     """The Redis broker cannot be reached or did not answer in time."""
 
 
+class LockUnavailable(BrokerUnavailable):
+    """An agent lock could not be taken because Redis cannot be reached."""
+
+
 class ExternalCallFailed(TransientError):
     """An external service (ads API, CRM, ...) failed; raised by handlers to ask for a retry.
 

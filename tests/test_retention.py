@@ -13,6 +13,7 @@ from fleet.constants import (
     BETS,
     CLAIMS,
     FAILURES,
+    HEARTBEAT_PARTS,
     HEARTBEATS,
     HOLDS,
     PROBES,
@@ -45,6 +46,8 @@ def aged(db: Database[Document]) -> dict[str, Any]:
     enforcer.advance(moved.bet_id, "checked", "checker", moved.seq, verdict="go")
     for name, at in (("hb-old", old), ("hb-new", new)):
         db[HEARTBEATS].insert_one({"_id": name, "agent": "a", "started_at": at})
+        part = {"_id": f"part-{name}", "agent": "a", "parent": name, "started_at": at}
+        db[HEARTBEAT_PARTS].insert_one(part)
         db[REFUSALS].insert_one({"_id": f"r-{name}", "agent": "a", "at": at})
         db[PROBES].insert_one({"_id": f"p-{name}", "at": at})
         db[USAGE].insert_one({"_id": f"u-{name}", "agent": "a", "cost_usd": 1.0, "at": at})
@@ -79,6 +82,7 @@ def test_prune_deletes_what_is_old_and_unneeded_and_keeps_the_rest(db: Database[
     transitions = db[TRANSITIONS].count_documents({})
     report = retention.prune(db, WINDOW, aged["now"])
     assert ids(db, HEARTBEATS) == {"hb-new"}
+    assert ids(db, HEARTBEAT_PARTS) == {"part-hb-new"}
     assert ids(db, REFUSALS) == {"r-hb-new"}
     assert ids(db, PROBES) == {"p-hb-new"}
     assert ids(db, USAGE) == {"u-hb-new"}
@@ -91,6 +95,7 @@ def test_prune_deletes_what_is_old_and_unneeded_and_keeps_the_rest(db: Database[
     assert db[TRANSITIONS].count_documents({}) == transitions  # the ledger is never pruned
     assert report.deleted == {
         HEARTBEATS: 1,
+        HEARTBEAT_PARTS: 1,
         REFUSALS: 1,
         PROBES: 1,
         FAILURES: 1,

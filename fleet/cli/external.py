@@ -19,7 +19,7 @@ def mcp_server(
     port: int | None = typer.Option(None, "--port", help="HTTP port (default FLEET_MCP_PORT)"),
 ) -> None:
     """Serve the ledger and the board as MCP tools to external agents (streamable HTTP at /mcp)."""
-    from fleet.mcp.server import serve
+    from fleet.mcp.server import serve  # lazy: the MCP SDK's import is slow
 
     settings = get_settings()
     if port is not None:

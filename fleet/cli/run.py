@@ -91,7 +91,7 @@ def demo(
     failure_rate: float = typer.Option(0.1, min=0, max=1, help="share of simulated calls that fail"),
 ) -> None:
     """Run the whole fleet live in compressed time (beat, workers, Flower); stop it all after."""
-    from fleet.ops.demo import main as demo_main
+    from fleet.ops.demo import main as demo_main  # lazy: the demo loads the whole fleet
 
     code = demo_main(minutes=minutes, day_seconds=day_seconds, bets=bets, failure_rate=failure_rate)
     raise typer.Exit(code)

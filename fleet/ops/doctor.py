@@ -75,7 +75,7 @@ def mcp_checks(settings: Settings, registry: Registry) -> list[Check]:
         return []
 
     def probe() -> tuple[None, str]:
-        from fleet.mcp.client import check
+        from fleet.mcp.client import check  # lazy: the MCP SDK's import is slow; only external agents need it
         from fleet.mcp.tokens import mint
 
         agent = check(settings.mcp_endpoint, mint(settings, external[0], 60))["agent"]

@@ -98,11 +98,15 @@ def dispatch(run: Run, candidates: list[Bet | CorruptBet]) -> None:
 def _send(spec: AgentSpec, bet: Bet, task_id: str, parent: str, stamp: dict[str, object]) -> None:
     # The listed view travels with the task, as an in-process batch hands it to its bet threads;
     # so does what the heartbeat read once (its instructions hash) and its debug switch.
+    soft, hard = spec.time_limits
     get_app().send_task(
         BET_TASK,
         args=(spec.name, bet.bet_id, bet.seq, parent, bet.model_dump(mode="json"), stamp),
         task_id=task_id,
         queue=spec.queue,
+        # Explicit: sent from a worker, Celery would stamp the app's global limits instead.
+        soft_time_limit=soft,
+        time_limit=hard,
     )
 
 

@@ -18,18 +18,24 @@ claims and the lock are released only once every bet thread has stopped.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import ExitStack, suppress
 from functools import partial
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from fleet import logs
 from fleet.agents.context import StopSignal
 from fleet.constants import BET_PART_REASON, HEARTBEAT_PARTS
+from fleet.definitions.catalogue import AgentSpec
+from fleet.errors import BrokerUnavailable, LedgerUnavailable, LockUnavailable, first_line
 from fleet.ledger import Bet
 from fleet.runtime import fanout
 from fleet.runtime.locks import agent_lock
-from fleet.runtime.records import HeartbeatRecord, Status, finish, stored_record
+from fleet.runtime.records import HeartbeatRecord, Status, finish, stored_record, write_record
 from fleet.runtime.run import Run
 from fleet.runtime.runtime import Runtime
 from fleet.runtime.steps import BET_STEPS, HEARTBEAT_STEPS, run_steps
@@ -37,6 +43,12 @@ from fleet.store import clock
 
 #: Why a run stopped, when the stop signal says so.
 LOCK_LOST_REASON = "lock_lost"
+#: With Redis unreachable at the lock, a heartbeat retries it in-process (Celery's own retry
+#: needs the broker) every 1, 2, 4 ... 10 s, for a share of its time limit, 120 s at most.
+LOCK_RETRY_FIRST_S = 1.0
+LOCK_RETRY_MAX_S = 10.0
+LOCK_WAIT_SHARE = 0.5
+LOCK_WAIT_MAX_S = 120.0
 
 
 def run_heartbeat(
@@ -61,24 +73,72 @@ def run_heartbeat(
         spec_protocol_version=spec.protocol_version,
     )
     run = Run(runtime, spec, record, debug or runtime.settings.debug)
+    waited, pause = 0.0, LOCK_RETRY_FIRST_S
+    while True:
+        try:
+            return _run_locked(run, earlier)
+        except LockUnavailable as exc:
+            # Redis is down: Celery's retry would go through that same dead broker and be
+            # lost, so the record says why now, and the heartbeat waits here for Redis.
+            if waited == 0.0:
+                _record_unavailable(runtime, record, exc, _lock_wait_s(spec))
+            if waited >= _lock_wait_s(spec):
+                logs.emit(record.line())
+                return record  # its message, never acked, is redelivered once Redis is back
+            time.sleep(pause)  # waiting for Redis is this heartbeat's work now
+            waited, pause = waited + pause, min(pause * 2, LOCK_RETRY_MAX_S)
+
+
+def _run_locked(run: Run, earlier: Future[HeartbeatRecord | None] | None) -> HeartbeatRecord:
+    """The heartbeat under its agent's lock; :class:`LockUnavailable` if Redis cannot be reached."""
+    runtime, record, agent = run.runtime, run.record, run.spec.name
     on_lost = partial(run.stop.set, LOCK_LOST_REASON)
     lock_ttl = runtime.settings.lock_ttl_s
-    with agent_lock(runtime.redis, agent, lock_ttl, token=record.heartbeat_id, on_lost=on_lost) as lock:
+    with ExitStack() as held:
+        try:
+            lock = held.enter_context(
+                agent_lock(runtime.redis, agent, lock_ttl, token=record.heartbeat_id, on_lost=on_lost)
+            )
+        except BrokerUnavailable as exc:  # only taking the lock: a lost renewal stops the run instead
+            raise LockUnavailable(str(exc)) from None
         # The agent's open tasks, read once the lock is held (so a task the previous run
         # closed is seen closed), while the done-record read finishes.
         if lock:
             run.open_tasks = runtime.io_pool.submit(runtime.board.open_for, agent)
-        if earlier is not None and (done := earlier.result()) is not None:
+        if (done := _finished(earlier)) is not None:
             return done  # a retry or redelivery of a heartbeat that finished: its work is done
         if not lock:
             holder = f" ({lock.holder})" if lock.holder else ""
             record.stop(Status.SKIPPED, f"another heartbeat of this agent is running{holder}")
         else:
+            record.stop(Status.OK, None)  # an earlier wait for Redis is over
             _run_stoppable(record, run.stop, partial(run_steps, run, HEARTBEAT_STEPS))
         # The record is stored while the lock is let go: two round trips at once.
         finishing = runtime.io_pool.submit(finish, runtime.db, record, lock.acquired)
     finishing.result()
     return record
+
+
+def _finished(earlier: Future[HeartbeatRecord | None] | None) -> HeartbeatRecord | None:
+    """The record of an earlier run of this id that did its work (one that waited for Redis did not)."""
+    done = earlier.result() if earlier is not None else None
+    return done if done is not None and done.status != Status.UNAVAILABLE else None
+
+
+def _lock_wait_s(spec: AgentSpec) -> float:
+    """How long a heartbeat waits for an unreachable Redis before it gives up its turn."""
+    return min(LOCK_WAIT_MAX_S, spec.time_limit * LOCK_WAIT_SHARE)
+
+
+def _record_unavailable(runtime: Runtime, record: HeartbeatRecord, exc: Exception, wait_s: float) -> None:
+    """Store (and log) that the heartbeat could not take its lock; a later outcome overwrites it."""
+    why = f"Redis unreachable, agent lock not taken ({first_line(exc)})"
+    record.stop(Status.UNAVAILABLE, f"{why}; waiting up to {wait_s:g}s for it, then left to a redelivery")
+    record.finished_at = clock(runtime.db).now()
+    logs.emit(record.line())
+    with suppress(LedgerUnavailable):  # the store down too: the log line is all there is
+        write_record(runtime.db, record.to_doc(), overwrite=False)
+    record.finished_at = None
 
 
 def run_bet(

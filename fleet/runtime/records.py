@@ -87,8 +87,8 @@ class HeartbeatRecord:
         """Where it is stored: parts apart from heartbeats."""
         return HEARTBEATS if self.parent is None else HEARTBEAT_PARTS
 
-    def stop(self, status: Status, error: str) -> None:
-        """End the record with ``status`` and why."""
+    def stop(self, status: Status, error: str | None) -> None:
+        """End the record with ``status`` and why (None: nothing to explain)."""
         self.status, self.error = status, error
 
     def to_doc(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from fleet.constants import (
     WAKE_WAITING_KEY,
 )
 from fleet.definitions.catalogue import AgentSpec, Registry
-from fleet.runtime.records import HeartbeatRecord
+from fleet.runtime.records import HeartbeatRecord, Status
 from fleet.runtime.renewer import renewing
 from fleet.settings import Settings
 
@@ -129,6 +129,7 @@ def _admit(
 
 def _send(spec: AgentSpec, expires_s: float, delay_s: float) -> None:
     # expires: a wake stuck behind a backlog is dropped; its pending entry lapses at the same time.
+    soft, hard = spec.time_limits
     get_app().send_task(
         HEARTBEAT_TASK,
         args=(spec.name,),
@@ -136,6 +137,9 @@ def _send(spec: AgentSpec, expires_s: float, delay_s: float) -> None:
         queue=spec.queue,
         countdown=delay_s or None,
         expires=delay_s + expires_s,
+        # Explicit: sent from a worker, Celery would stamp the app's global limits instead.
+        soft_time_limit=soft,
+        time_limit=hard,
     )
 
 
@@ -214,7 +218,7 @@ def after_heartbeat(runtime: Waker, record: HeartbeatRecord) -> None:
         return
     # A wake that found another run of its agent going may have come after that run listed
     # its bets: wake again (deferred to that run's end if it is still going).
-    lost = record.reason == "wake" and record.status == "skipped"
+    lost = record.reason == "wake" and record.status == Status.SKIPPED
     names = [record.agent] if again or lost else []
     names += [name.decode() if isinstance(name, bytes) else str(name) for name in waiting]
     for name in dict.fromkeys(names):  # once each, in order

@@ -42,7 +42,7 @@ def web(
     """Serve the web console (pipeline, bets, agents, board, schedule, /metrics) until Ctrl-C."""
     import uvicorn
 
-    from fleet.web.app import create_app
+    from fleet.web.app import create_app  # lazy: every other command starts without Starlette
 
     base = get_settings()
     settings = base.model_copy(update={"web_host": host or base.web_host, "web_port": port or base.web_port})

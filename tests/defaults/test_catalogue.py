@@ -6,9 +6,10 @@ from collections import Counter
 
 import pytest
 
+from fleet.agents.handlers import resolve_handler
 from fleet.app.schedule import all_start_minutes, load_report, peak_running
 from fleet.defaults.catalogue import QUEUES
-from fleet.definitions.catalogue import Registry, load_registry, resolve_handler
+from fleet.definitions.catalogue import Registry, load_registry
 
 from ..conftest import ROOT
 

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
+from fleet.audit.instructions import drift
 from fleet.defaults.catalogue import CATALOGUE
 from fleet.definitions.catalogue import Registry, validate_catalogue
-from fleet.definitions.instructions import InstructionsError, drift, load
+from fleet.definitions.instructions import InstructionsError, load
 from fleet.definitions.pipeline import load_pipeline
 from fleet.definitions.protocols import file_hash, load_protocols
 from fleet.ledger import Bet

@@ -13,6 +13,7 @@ import pytest
 
 from fleet.constants import AGENT_LOCK_KEY, CLAIMS, FAILURES, HEARTBEATS, TRANSITIONS
 from fleet.ops import services as svc
+from fleet.runtime import heartbeat
 from fleet.runtime.heartbeat import run_heartbeat
 
 from ..conftest import wait_for
@@ -264,3 +265,56 @@ def test_an_agent_name_of_ten_thousand_characters_is_clipped_in_the_worker_log(
     wait_for(lambda: "unknown agent" in worker.output(), 30, "the worker's log line")
     lines = worker.output().splitlines()
     assert max(len(line) for line in lines) < 2_000
+
+
+def redis_service(stack):
+    (service,) = [s for s in stack.services if s.name == "redis"]
+    return service
+
+
+def test_a_heartbeat_that_finds_redis_down_at_its_lock_is_recorded_and_runs_once_it_is_back(
+    stack, db, runtime, make_bets, monkeypatch
+) -> None:
+    # Given waiting bets and Redis down when a heartbeat comes to take its agent lock
+    bets = make_bets(2)
+    monkeypatch.setattr(heartbeat, "LOCK_RETRY_FIRST_S", 0.2)
+    monkeypatch.setattr(heartbeat, "LOCK_RETRY_MAX_S", 0.5)
+    done: list = []
+    svc.stop(redis_service(stack))
+    try:
+        thread = threading.Thread(
+            target=lambda: done.append(run_heartbeat(runtime, "checker", heartbeat_id="hb-no-redis"))
+        )
+        thread.start()
+        # Then the store says at once why it has not run (Celery's retry would need the dead broker)
+        waiting = wait_for(lambda: record(db, "hb-no-redis"), 30, "the heartbeat's unavailable record")
+        assert waiting["status"] == "unavailable" and "Redis unreachable" in waiting["error"]
+    finally:
+        # When Redis is back
+        svc.start_redis(redis_service(stack))
+    thread.join(timeout=60)
+    # Then the same heartbeat takes its lock and does its work, and its record says so
+    (finished,) = done
+    assert finished.status == "ok" and finished.actions["advanced"] == 2, finished.error
+    assert record(db, "hb-no-redis")["status"] == "ok"
+    assert [runtime.enforcer.get(b.bet_id).stage for b in bets] == ["checked"] * 2
+
+
+def test_a_heartbeat_redis_never_came_back_for_is_left_recorded_and_its_redelivery_runs(
+    stack, db, runtime, make_bets, monkeypatch
+) -> None:
+    # Given Redis down for longer than a heartbeat waits for it
+    bets = make_bets(1)
+    monkeypatch.setattr(heartbeat, "LOCK_RETRY_FIRST_S", 0.1)
+    monkeypatch.setattr(heartbeat, "LOCK_WAIT_MAX_S", 0.3)
+    svc.stop(redis_service(stack))
+    try:
+        given_up = run_heartbeat(runtime, "checker", heartbeat_id="hb-gave-up")
+    finally:
+        svc.start_redis(redis_service(stack))
+    # Then it returned (no retry through the dead broker), recorded as not run, nothing moved
+    assert given_up.status == "unavailable" and record(db, "hb-gave-up")["status"] == "unavailable"
+    assert runtime.enforcer.get(bets[0].bet_id).stage == "new"
+    # And when its message is redelivered (same id), it is not taken for done: it runs
+    again = run_heartbeat(runtime, "checker", heartbeat_id="hb-gave-up")
+    assert again.status == "ok" and runtime.enforcer.get(bets[0].bet_id).stage == "checked"

@@ -200,7 +200,7 @@ def test_a_heartbeat_killed_with_its_process_stops_counting_within_its_lease(run
     url = stack.env["FLEET_BROKER_URL"]
     code = (
         "import signal, redis\n"
-        "from fleet import wake\n"
+        "from fleet.runtime import wake\n"
         "class W: pass\n"
         f"w = W(); w.redis = redis.Redis.from_url({url!r})\n"
         "wake.RUNNING_LEASE_S = 1.0\n"

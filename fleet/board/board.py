@@ -1,44 +1,31 @@
-"""The task board: work for agents (and people), deduplicated, with an append-only history.
-
-The board owns task state ("one source of truth per resource"). A task is filed
-for a *dedupe key* (say ``drift:spec:lp_builder``); while a task with that key is
-not closed, filing the key again returns the open task instead of a second one.
-
-Why it is race-safe on FerretDB v1, where conditional updates are not atomic
-and the only atomic primitive is an insert into a unique index:
-
-- *Filing* inserts ``_id = "<dedupe_key>#<generation>"``, where ``generation``
-  is one more than the key's latest task, and is only tried once that task is
-  seen closed. Two filers of the same generation collide on ``_id``: one wins,
-  the other gets the winner's task back.
-- *Every change* to a task (status, close, comment) inserts an event with
-  ``_id = "<task_id>:<seq>"``, ``seq`` one more than the task's latest event: two
-  concurrent changes collide, the loser re-reads and retries. So the events of a
-  task form one chain, each link checked against the state before it, and
-  nothing can follow a close: **closing is final**.
-- Together: a new generation is filed only after the previous one is closed,
-  and closed tasks never reopen, so there is never more than one open task per
-  key. The task document is a projection of its events (a cache) for listing;
-  readers repair it from the events when a racing write left it behind.
-"""
+"""The board's store half: filing, changing and reading tasks as unique inserts (see :mod:`fleet.board`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from pymongo import DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import (
-    DuplicateKeyError,
-)
+from pymongo.errors import DuplicateKeyError
 
+from fleet.board.models import (
+    ACTIVE_STATUSES,
+    EventKind,
+    Origin,
+    Task,
+    TaskEvent,
+    TaskStatus,
+    event_id,
+    task_id_for,
+)
+from fleet.board.rules import apply, filed_event, latest, origin_of, require, status_of
 from fleet.constants import TASK_EVENTS, TASKS
 from fleet.errors import BoardError, CorruptTask, TaskClosed, UnknownTask, validation_problem
 from fleet.store import clock, storage_problem, translated
@@ -47,100 +34,8 @@ Doc = dict[str, Any]
 
 logger = logging.getLogger("fleet.board")
 
-#: Store failures that mean "briefly unreachable": retrying may help (as in :mod:`fleet.ledger`).
-
 #: How many lost races a single change retries before giving up (each loss means someone won).
 RACE_ATTEMPTS = 32
-
-
-E = TypeVar("E", bound=StrEnum)
-
-
-class TaskStatus(StrEnum):
-    """Where a task stands; ``done`` is final."""
-
-    OPEN = "open"
-    IN_PROGRESS = "in_progress"
-    BLOCKED = "blocked"
-    DONE = "done"
-
-
-#: Statuses of a task that is not closed (dedupe holds while a task is in one of these).
-ACTIVE_STATUSES: tuple[TaskStatus, ...] = (
-    TaskStatus.OPEN,
-    TaskStatus.IN_PROGRESS,
-    TaskStatus.BLOCKED,
-)
-
-
-class Origin(StrEnum):
-    """Who or what filed a task; automatic origins close their tasks when resolved."""
-
-    DRIFT = "drift"
-    STRANDED = "stranded"
-    REFUSAL_LOOP = "refusal_loop"
-    ESCALATION = "escalation"
-    MANUAL = "manual"
-
-
-class EventKind(StrEnum):
-    """What one history entry records."""
-
-    FILED = "filed"
-    STATUS = "status"
-    CLOSED = "closed"
-    AUTO_CLOSED = "auto_closed"
-    COMMENT = "comment"
-
-
-class Task(BaseModel):
-    """One board task, as of its latest event."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    task_id: str
-    dedupe_key: str = Field(min_length=1)
-    generation: int = Field(ge=0)
-    assignee: str = Field(min_length=1)
-    origin: Origin
-    status: TaskStatus
-    title: str
-    detail: dict[str, Any] = Field(default_factory=dict)
-    filed_by: str
-    seq: int = Field(ge=0)
-    created_at: datetime
-    updated_at: datetime
-    closed_at: datetime | None = None
-    closed_reason: str | None = None
-
-    @property
-    def is_open(self) -> bool:
-        """True until the task is closed (open, in progress or blocked)."""
-        return self.status is not TaskStatus.DONE
-
-
-class TaskEvent(BaseModel):
-    """One entry of a task's append-only history; ``status`` is the status after it."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    task_id: str
-    seq: int = Field(ge=0)
-    kind: EventKind
-    status: TaskStatus
-    from_status: TaskStatus | None = None
-    by: str
-    note: str = ""
-    at: datetime
-
-
-def task_id_for(dedupe_key: str, generation: int) -> str:
-    """The ``_id`` of the ``generation``-th task filed for ``dedupe_key``."""
-    return f"{dedupe_key}#{generation}"
-
-
-def _event_id(task_id: str, seq: int) -> str:
-    return f"{task_id}:{seq}"
 
 
 class Board:
@@ -164,8 +59,8 @@ class Board:
         by: str,
     ) -> tuple[Task, bool]:
         """File a task unless one with ``dedupe_key`` is open; return it and whether it is new."""
-        origin = _origin(origin)
-        _require(assignee=assignee, dedupe_key=dedupe_key, title=title, by=by)
+        origin = origin_of(origin)
+        require(assignee=assignee, dedupe_key=dedupe_key, title=title, by=by)
         payload = dict(detail or {})
         _check_storable(payload, "detail")
         for _ in range(RACE_ATTEMPTS):
@@ -175,7 +70,7 @@ class Board:
             generation = 0 if latest is None else latest.generation + 1
             task = self._new_task(assignee, origin, dedupe_key, generation, title, payload, by)
             if self._insert(self._tasks, _task_doc(task)):
-                self._insert(self._events, _event_doc(_filed_event(task)))
+                self._insert(self._events, _event_doc(filed_event(task)))
                 return task, True
             existing = self.get(task.task_id)  # lost the race for this generation
             if existing.is_open:
@@ -227,7 +122,7 @@ class Board:
 
     def open_tasks(self, origin: Origin | str | None = None) -> list[Task]:
         """Every task that is not closed (of one origin, if given), oldest first."""
-        return self._open({} if origin is None else {"origin": str(_origin(origin))})
+        return self._open({} if origin is None else {"origin": str(origin_of(origin))})
 
     def history(self, task_id: str) -> list[dict[str, Any]]:
         """The task's events in order: filed, status changes, comments, closed."""
@@ -250,7 +145,7 @@ class Board:
 
     def _open_one(self, doc: Doc, events: list[Doc]) -> Task | None:
         try:
-            return self._catch_up(_parse_task(doc), _latest(map(_parse_event, events)))
+            return self._catch_up(_parse_task(doc), latest(map(_parse_event, events)))
         except CorruptTask as exc:
             logger.warning("task board: skipping %s", exc)
             return None
@@ -258,13 +153,13 @@ class Board:
     def _current(self, doc: Doc) -> Task:
         """Parse a task document and bring it up to its latest event."""
         task = _parse_task(doc)
-        return self._catch_up(task, _latest(self._events_of(task.task_id)))
+        return self._catch_up(task, latest(self._events_of(task.task_id)))
 
     def _catch_up(self, task: Task, latest: TaskEvent | None) -> Task:
         """Apply ``latest`` if the cached document is behind it, and repair the cache."""
         if latest is None or latest.seq <= task.seq:
             return task
-        task = _apply(task, latest)
+        task = apply(task, latest)
         self._project(task)
         return task
 
@@ -276,7 +171,7 @@ class Board:
 
     def set_status(self, task_id: str, status: TaskStatus | str, *, by: str, note: str = "") -> Task:
         """Move the task to ``status``; ``done`` closes it (``note`` is the reason)."""
-        target = _status(status)
+        target = status_of(status)
         if target is TaskStatus.DONE:
             return self.close(task_id, by=by, reason=note or "done")
         return self._change(task_id, EventKind.STATUS, target, by=by, note=note)
@@ -317,7 +212,7 @@ class Board:
         self, task_id: str, kind: EventKind, status: TaskStatus | None, *, by: str, note: str
     ) -> Task:
         """Append one event after the task's latest; retry when another writer got there first."""
-        _require(by=by)
+        require(by=by)
         for _ in range(RACE_ATTEMPTS):
             task = self.get(task_id)
             if not task.is_open:
@@ -333,7 +228,7 @@ class Board:
                 at=self._clock(),
             )
             if self._insert(self._events, _event_doc(event)):
-                updated = _apply(task, event)
+                updated = apply(task, event)
                 self._project(updated)
                 return updated
         raise BoardError(f"board task {task_id!r}: lost {RACE_ATTEMPTS} races in a row, try again")
@@ -383,39 +278,12 @@ def _task_doc(task: Task) -> Doc:
 
 
 def _event_doc(event: TaskEvent) -> Doc:
-    return {"_id": _event_id(event.task_id, event.seq), **_plain(event.model_dump())}
+    return {"_id": event_id(event.task_id, event.seq), **_plain(event.model_dump())}
 
 
 def _plain(fields: Doc) -> Doc:
     """Enum members as their plain string values, as the store keeps them."""
     return {key: str(v) if isinstance(v, StrEnum) else v for key, v in fields.items()}
-
-
-def _filed_event(task: Task) -> TaskEvent:
-    return TaskEvent(
-        task_id=task.task_id,
-        seq=0,
-        kind=EventKind.FILED,
-        status=task.status,
-        by=task.filed_by,
-        note=task.title,
-        at=task.created_at,
-    )
-
-
-def _latest(events: Iterable[TaskEvent]) -> TaskEvent | None:
-    return max(events, key=lambda e: e.seq, default=None)
-
-
-def _apply(task: Task, event: TaskEvent) -> Task:
-    """The task's state after ``event``; events carry the full status, so the latest suffices."""
-    closed = event.status is TaskStatus.DONE
-    update = {"status": event.status, "seq": event.seq, "updated_at": event.at}
-    update |= {
-        "closed_at": event.at if closed else None,
-        "closed_reason": event.note if closed else None,
-    }
-    return task.model_copy(update=update)
 
 
 def _parse_task(doc: Doc) -> Task:
@@ -432,32 +300,6 @@ def _parse_event(doc: Doc) -> TaskEvent:
     except ValidationError as exc:
         task_id = str(doc.get("task_id", doc.get("_id")))
         raise CorruptTask(task_id, f"event {doc.get('_id')!r}: {validation_problem(exc)}") from None
-
-
-# --- argument checks ---------------------------------------------------------------
-
-
-def _choice(kind: type[E], value: E | str, what: str) -> E:
-    """``value`` as a member of the enum ``kind``, or one BoardError listing the known ones."""
-    try:
-        return kind(value)
-    except ValueError:
-        known = ", ".join(member.value for member in kind)
-        raise BoardError(f"unknown task {what} {value!r} (known: {known})") from None
-
-
-def _origin(origin: Origin | str) -> Origin:
-    return _choice(Origin, origin, "origin")
-
-
-def _status(status: TaskStatus | str) -> TaskStatus:
-    return _choice(TaskStatus, status, "status")
-
-
-def _require(**values: str) -> None:
-    empty = [name for name, value in values.items() if not isinstance(value, str) or not value]
-    if empty:
-        raise BoardError(f"board task needs a non-empty {', '.join(empty)}")
 
 
 def _check_storable(value: Any, where: str) -> None:
