@@ -16,7 +16,7 @@ from fleet.ops.services import free_port, port_open
 from fleet.settings import load_settings
 from fleet.store import database
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from fleet.runtime.heartbeat import run_heartbeat
 from fleet.runtime.runtime import Runtime
 from fleet.settings import load_settings
 
-from .conftest import ROOT, wait_for
+from ..conftest import ROOT, wait_for
 
 #: The version the drifting spec was written for: an older one, in the protocols' history.
 OLD_VERSION = "0.9"

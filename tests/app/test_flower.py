@@ -18,7 +18,7 @@ import pytest
 from fleet.ops.services import free_port
 
 from ..conftest import ROOT, wait_for
-from .conftest import TEST_FLEET_ENV
+from ..runtime.conftest import TEST_FLEET_ENV
 
 pytestmark = pytest.mark.slow
 

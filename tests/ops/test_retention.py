@@ -29,7 +29,7 @@ from fleet.ledger.claims import claim_key
 from fleet.ops import retention
 from fleet.store import Document, clock
 
-from .ledger.pipelines import small
+from ..ledger.pipelines import small
 
 WINDOW = timedelta(days=14)
 OLD = timedelta(days=20)

@@ -17,7 +17,7 @@ from fleet.app.schedule import DaySchedule
 from fleet.constants import BEAT_LOCK_KEY
 
 from ..conftest import Worker, celery_process, wait_for
-from .conftest import TEST_FLEET_ENV
+from ..runtime.conftest import TEST_FLEET_ENV
 
 #: A fleet day of 12 s: each test agent has a slot every 6 s, so the fleet sends one every ~2 s.
 #: The lock lives 5 s (renewed every ~1.7 s), so a loaded machine does not fail it over early.

@@ -13,7 +13,7 @@ import yaml
 from fleet.definitions.pipeline import Kind, Pipeline, load_pipeline, render_table, validate_pipeline
 from fleet.errors import PipelineError
 
-from .pipelines import small
+from ..ledger.pipelines import small
 
 
 def problems_of(data: dict[str, Any]) -> list[str]:

@@ -10,7 +10,7 @@ from fleet.constants import BETS, CLAIMS, FAILURES, REFUSALS, TRANSITIONS
 from fleet.queries import figures
 from fleet.store import Document
 
-from .cli.test_report import heartbeat
+from ..cli.test_report import heartbeat
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
