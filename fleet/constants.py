@@ -32,6 +32,9 @@ USAGE: Final = "usage"
 HOLDS: Final = "holds"
 #: End-to-end probes: a worker writes one when it runs `fleet.probe` (doctor, smoke test).
 PROBES: Final = "probes"
+#: One document per (beat entry, slot) a beat sent, ``_id = "<entry>@<slot ms>"``: the insert is
+#: the once-per-slot check, so it holds across takeovers and a Redis that lost its keys.
+BEAT_SLOTS: Final = "beat_slots"
 
 #: Every collection fleet owns (indexes are created for each, even those without one).
 COLLECTIONS: Final = (
@@ -45,6 +48,7 @@ COLLECTIONS: Final = (
     TASKS,
     TASK_EVENTS,
     PROBES,
+    BEAT_SLOTS,
     HOLDS,
     USAGE,
 )
@@ -86,6 +90,7 @@ TTL_FIELDS: Final = {
     HEARTBEAT_PARTS: "started_at",
     REFUSALS: "at",
     PROBES: "at",
+    BEAT_SLOTS: "at",
     USAGE: "at",
 }
 
@@ -104,8 +109,11 @@ AGENT_LOCK_TTL_S: Final = 30.0
 AGENT_LOCK_RENEWALS_PER_TTL: Final = 3
 #: Held by the one active beat (fleet.app.beat); a standby beat ticks only once it takes it.
 BEAT_LOCK_KEY: Final = "fleet:beat:lock"
-#: Set when a beat sends an entry for one slot (epoch ms), so no slot is sent twice across beats.
+#: Set when a beat sends an entry for one slot (epoch ms): the once-per-slot check while the
+#: store (BEAT_SLOTS, the first check) cannot be reached.
 BEAT_SENT_KEY: Final = "fleet:beat:sent:{entry}:{slot}"
+#: The latest slot (epoch ms) sent of each entry: slots between it and the next send were missed.
+BEAT_LAST_KEY: Final = "fleet:beat:last:{entry}"
 #: Bet tasks of one agent dispatched and not finished, fleet-wide: member task id -> expiry (epoch s).
 FANOUT_RUNNING_KEY: Final = "fleet:fanout:{agent}"
 #: Heartbeats running or woken and not started yet, fleet-wide: a sorted set, member -> expiry (epoch s).

@@ -20,6 +20,7 @@ from fleet.constants import BET_PART_REASON, BET_TASK
 from fleet.definitions.catalogue import get_registry
 from fleet.errors import BadTaskArguments, FleetError, first_line
 from fleet.ledger import Bet
+from fleet.runtime import wake
 from fleet.runtime.heartbeat import run_bet, stored_part
 from fleet.runtime.records import Status, record_unrun
 from fleet.runtime.runtime import get_runtime
@@ -115,6 +116,7 @@ def bet(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         record = run_bet(
             runtime, parsed.agent, parsed.view, parsed.parent, task_id, parsed.instructions_hash, parsed.debug
         )
+        wake.after_heartbeat(runtime, record)  # its slot is free: a backlog wakes the agent again
     return {
         "agent": parsed.agent,
         "bet_id": parsed.view.bet_id,

@@ -37,6 +37,7 @@ from fleet.definitions.catalogue import Registry, get_registry
 from fleet.definitions.pipeline import Pipeline, fill_seed_fields
 from fleet.definitions.protocols import load_protocols
 from fleet.errors import BadArgument
+from fleet.runtime import wake
 from fleet.runtime.handoff import HANDOFF_WINDOW_H, Handoff
 from fleet.store import ensure_indexes
 
@@ -272,6 +273,8 @@ def seed(
         )
         for i in range(1, n + 1)
     ]
+    # The first stage's pollers run now, not at their next slot (best effort: a lost wake costs latency).
+    wake.on_arrival(wake.Wakeup.of(registry, ops.settings), registry.pipeline.initial_stage)
     if emit({"agent": creator, "created": created}, as_json):
         return
     view = table(ops.noun, "stage", "fields")

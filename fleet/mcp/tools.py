@@ -21,6 +21,7 @@ from fleet.errors import BoardError, FleetError, TokenRejected, TransitionRefuse
 from fleet.ledger import Bet, Enforcer, ProtocolStamp
 from fleet.ledger.records import Refusal
 from fleet.mcp.tokens import Identity
+from fleet.runtime import wake
 from fleet.settings import Settings
 from fleet.store import Document
 
@@ -41,6 +42,7 @@ class FleetTools:
         self.db = db
         self.enforcer = Enforcer(db, registry.pipeline)
         self.board = Board(db)
+        self.wakeup = wake.Wakeup.of(registry, settings)
 
     # --- identity -----------------------------------------------------------------
 
@@ -126,6 +128,7 @@ class FleetTools:
             )
         except TransitionRefused as exc:
             raise MoveRefused(f"{exc}. {self._allowed_moves(identity, bet_id)}") from None
+        wake.on_arrival(self.wakeup, moved.stage)  # the next owner runs now, as after any commit
         return self._bet_view(identity, moved)
 
     def create_bet(self, identity: Identity, fields: dict[str, Any], bet_id: str | None) -> dict[str, Any]:
@@ -137,6 +140,7 @@ class FleetTools:
         bet = self.enforcer.create_bet(
             identity.agent, fields, bet_id=bet_id, heartbeat_id=identity.heartbeat_id, stamp=stamp
         )
+        wake.on_arrival(self.wakeup, bet.stage)  # its first owner runs now, not at its next slot
         return self._bet_view(identity, bet)
 
     def read_protocols(self, identity: Identity) -> dict[str, Any]:

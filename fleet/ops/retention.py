@@ -31,6 +31,7 @@ from pymongo.database import Database
 
 from fleet.board import TaskStatus
 from fleet.constants import (
+    BEAT_SLOTS,
     BETS,
     CLAIMS,
     FAILURES,
@@ -75,6 +76,7 @@ def prune(db: Database[Doc], window: timedelta, now: datetime, *, dry_run: bool 
             HEARTBEAT_PARTS: _older(db, HEARTBEAT_PARTS, "started_at", cutoff),
             REFUSALS: _older(db, REFUSALS, "at", cutoff),
             PROBES: _older(db, PROBES, "at", cutoff),
+            BEAT_SLOTS: _older(db, BEAT_SLOTS, "at", cutoff),
             USAGE: _older(db, USAGE, "at", cutoff),  # budgets read only today's
             FAILURES: _old_failures(db, cutoff, current),
             HOLDS: _old_holds(db, cutoff, current),

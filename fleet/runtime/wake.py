@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import redis
@@ -39,6 +40,7 @@ from fleet.definitions.catalogue import AgentSpec, Registry
 from fleet.runtime.records import HeartbeatRecord, Status
 from fleet.runtime.renewer import renewing
 from fleet.settings import Settings
+from fleet.store import redis_client
 
 logger = logging.getLogger("fleet.runtime.wake")
 
@@ -74,9 +76,31 @@ return {'sent', 0}
 class Waker(Protocol):
     """What waking needs: the agents, the settings and Redis (a heartbeat's Runtime has them)."""
 
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def redis(self) -> redis.Redis: ...
+
+
+@dataclass(frozen=True)
+class Wakeup:
+    """A :class:`Waker` for code outside a heartbeat that puts bets at a stage (seeding, MCP)."""
+
     registry: Registry
     settings: Settings
     redis: redis.Redis
+
+    @classmethod
+    def of(cls, registry: Registry, settings: Settings) -> Wakeup:
+        return cls(registry, settings, redis_client(settings.broker_url))
+
+
+#: Outcomes of a bet that leave it where it was: a batch of only these made no progress.
+STAYED = frozenset({"deferred", "failed", "refused", "skipped", "abandoned", "corrupt"})
 
 
 def pending_member(agent: str) -> str:
@@ -198,10 +222,27 @@ def tracked(runtime: Waker, agent: str, heartbeat_id: str, reason: str, ttl_s: f
             logger.warning("heartbeat %s still counted for the wake cap: %s", heartbeat_id, exc)
 
 
+def left_backlog(runtime: Waker, record: HeartbeatRecord) -> bool:
+    """A polling heartbeat took a full batch and moved some of it: more may be waiting.
+
+    A batch that only deferred, failed or was refused is not a reason to run again at once
+    (the schedule comes back to it); a part of a fanned-out heartbeat that moved its bet
+    freed a slot of the agent's fleet-wide limit.
+    """
+    spec = runtime.registry.get(record.agent)
+    if spec is None or not spec.polls:
+        return False
+    moved = any(bet.get("outcome") not in STAYED for bet in record.bets)
+    if record.parent is not None:
+        return moved
+    taken = record.actions.get("claimed", 0) + record.actions.get("dispatched", 0)
+    return moved and taken >= spec.batch_size
+
+
 def after_heartbeat(runtime: Waker, record: HeartbeatRecord) -> None:
     """After a heartbeat (its lock released and its slot freed): wake for the bets it created,
-    itself if a bet arrived while it ran (or it was a wake that found the agent running),
-    and agents a full cap turned away."""
+    itself if a bet arrived while it ran (or it was a wake that found the agent running) or it
+    left a backlog, and agents a full cap turned away."""
     if record.actions.get("created"):
         on_arrival(runtime, runtime.registry.pipeline.initial_stage)
     client = runtime.redis
@@ -210,9 +251,9 @@ def after_heartbeat(runtime: Waker, record: HeartbeatRecord) -> None:
             pipe.getdel(WAKE_AGAIN_KEY.format(agent=record.agent))
             pipe.spop(WAKE_WAITING_KEY, runtime.settings.wake_max_concurrent)
             flagged, popped = pipe.execute()
-        again = bool(flagged)
-        if again:  # the gap coalesces arrivals during one run, not the run after it
-            client.delete(WAKE_GAP_KEY.format(agent=record.agent))
+        # The gap holds between any two wakes of one agent: a wake for an arrival during this
+        # run, or for a backlog it left, is delayed to the gap's end, never sent inside it.
+        again = bool(flagged) or left_backlog(runtime, record)
         waiting: Any = popped or []
     except redis.RedisError:
         return

@@ -8,11 +8,13 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from celery.schedules import crontab
 
-from fleet.app.beat import SLOT_HEADER, SingletonScheduler, slot_of
+from fleet.app.beat import SLOT_HEADER, SingletonScheduler, last_cron_slot, slot_of
 from fleet.app.schedule import DaySchedule
 from fleet.constants import BEAT_LOCK_KEY
 
@@ -95,11 +97,26 @@ def test_a_slot_is_the_latest_start_at_or_before_now() -> None:
     assert schedule.next_after(schedule.last_at_or_before(1203.0)) == 1206.0
 
 
-def test_entries_without_a_day_schedule_have_no_slot() -> None:
+def test_an_interval_entry_has_the_interval_boundary_as_its_slot() -> None:
     from celery.beat import ScheduleEntry
     from celery.schedules import schedule
 
-    assert slot_of(ScheduleEntry(name="x", task="t", schedule=schedule(5))) is None
+    at = datetime(2026, 12, 2, 15, 0, 7, tzinfo=UTC)
+    entry = ScheduleEntry(name="x", task="t", schedule=schedule(5, nowfun=lambda: at))
+    assert slot_of(entry) == round(datetime(2026, 12, 2, 15, 0, 5, tzinfo=UTC).timestamp() * 1000)
+
+
+def test_a_crontab_slot_is_its_latest_minute_at_or_before_now() -> None:
+    cron = crontab(minute="7", hour="1,13")
+    assert last_cron_slot(cron, datetime(2026, 12, 2, 13, 20, 5, tzinfo=UTC)) == datetime(
+        2026, 12, 2, 13, 7, tzinfo=UTC
+    )
+    assert last_cron_slot(cron, datetime(2026, 12, 2, 13, 7, 0, tzinfo=UTC)) == datetime(
+        2026, 12, 2, 13, 7, tzinfo=UTC
+    )
+    assert last_cron_slot(cron, datetime(2026, 12, 2, 0, 30, tzinfo=UTC)) == datetime(
+        2026, 12, 1, 13, 7, tzinfo=UTC
+    )
 
 
 def test_celery_beat_uses_the_singleton_scheduler() -> None:

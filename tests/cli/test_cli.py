@@ -392,6 +392,24 @@ def test_seed_creates_bets_through_the_first_sourcing_agent(
     assert enforcer.verify() == []
 
 
+def test_seed_wakes_the_first_stages_pollers(
+    db: Database[Document], redis: redis_lib.Redis, registry: Registry
+) -> None:
+    # When an operator seeds bets
+    assert run_cli("seed", "2").code == 0
+    # Then every agent polling the first stage (and taking wakes) has a wake heartbeat queued
+    pollers = {s.name: s.queue for s in registry if registry.pipeline.initial_stage in s.polls and s.wake}
+    assert pollers
+    woken = set()
+    for queue in set(pollers.values()):
+        for raw in redis.lrange(queue, 0, -1):
+            message = json.loads(raw)
+            args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+            if kwargs == {"reason": "wake"}:
+                woken.add(args[0])
+    assert woken == set(pollers)
+
+
 def test_seed_with_another_sourcing_agent(
     db: Database[Document], enforcer: Enforcer, registry: Registry
 ) -> None:

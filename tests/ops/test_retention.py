@@ -10,6 +10,7 @@ from pymongo.database import Database
 
 from fleet.board import Board
 from fleet.constants import (
+    BEAT_SLOTS,
     BETS,
     CLAIMS,
     FAILURES,
@@ -96,6 +97,7 @@ def test_prune_deletes_what_is_old_and_unneeded_and_keeps_the_rest(db: Database[
     assert report.deleted == {
         HEARTBEATS: 1,
         HEARTBEAT_PARTS: 1,
+        BEAT_SLOTS: 0,
         REFUSALS: 1,
         PROBES: 1,
         FAILURES: 1,

@@ -223,3 +223,55 @@ def test_a_heartbeat_killed_with_its_process_stops_counting_within_its_lease(run
 
     # (a 10 s deadline: far past the 1 s lease, far short of the 600 s time limit)
     wait_for(dropped, 10, "the dead heartbeat's entry to lapse")
+
+
+def wakes_of(redis, queue: str, agent: str) -> list[dict]:
+    return [m for m in queued(redis, queue) if arguments(m) == ([agent], {"reason": "wake"})]
+
+
+@pytest.fixture
+def small_batch(runtime: Runtime) -> Runtime:
+    """The checker taking two bets per heartbeat."""
+    from fleet.definitions.catalogue import load_registry
+
+    from .conftest import FLEETDEF
+
+    runtime.registry = load_registry(f"{FLEETDEF}:SMALL_BATCH", TEST_FLEET_ENV["FLEET_PIPELINE"])
+    return runtime
+
+
+def test_a_heartbeat_that_left_a_backlog_wakes_its_agent_again_after_the_gap(
+    small_batch, make_bets, redis
+) -> None:
+    # Given five waiting bets, a checker taking two per heartbeat, and a wake gap of 30 s
+    with_settings(small_batch, wake_min_gap_s=30)
+    make_bets(5)
+    assert wake.wake(small_batch, small_batch.registry.require("checker")) == "sent"  # starts the gap
+    redis.delete("alpha")
+    # When that woken heartbeat (counted for the cap as the task counts it) moves a full batch and ends
+    with wake.tracked(small_batch, "checker", "hb-woken", "wake", 60):
+        record = run_heartbeat(small_batch, "checker", "wake", heartbeat_id="hb-woken")
+    assert record.actions["advanced"] == 2
+    wake.after_heartbeat(small_batch, record)
+    # Then it is woken again for the rest, but not inside the gap: the wake waits for its end
+    [again] = wakes_of(redis, "alpha", "checker")
+    assert again["headers"]["eta"] is not None
+    assert not redis.exists(WAKE_AGAIN_KEY.format(agent="checker"))
+
+
+def test_a_heartbeat_that_deferred_its_whole_batch_is_not_woken_again(small_batch, make_bets, redis) -> None:
+    with_settings(small_batch, wake_min_gap_s=0)
+    make_bets(5, verdict="wait")
+    record = run_heartbeat(small_batch, "checker", "scheduled")
+    assert record.actions["deferred"] == 2
+    wake.after_heartbeat(small_batch, record)
+    assert wakes_of(redis, "alpha", "checker") == []
+
+
+def test_a_heartbeat_that_drained_its_stage_is_not_woken_again(runtime, make_bets, redis) -> None:
+    with_settings(runtime, wake_min_gap_s=0)
+    make_bets(3)
+    record = run_heartbeat(runtime, "checker", "scheduled")  # batch 50: all three in one go
+    wake.after_heartbeat(runtime, record)
+    assert wakes_of(redis, "alpha", "checker") == []
+    assert [arguments(m)[0] for m in queued(redis, "beta")] == [["finisher"]]  # the next owner
