@@ -107,7 +107,10 @@ class ExternalAgent:
             data = None
         if not isinstance(data, dict) or not _is_decision(data):
             raise ExternalAgentFailed(f"{what} is not one JSON decision")
-        usage.record_reported(ctx.heartbeat.db, ctx.agent, ctx.heartbeat.heartbeat_id, data.get("usage"))
+        heartbeat = ctx.heartbeat
+        usage.record_reported(
+            heartbeat.db, ctx.agent, heartbeat.heartbeat_id, data.get("usage"), ctx.bet.bet_id
+        )
         evidence = data.get("evidence") or {}
         return ExternalDecision(data.get("to_stage"), str(data["verdict"]), dict(evidence), report)
 
