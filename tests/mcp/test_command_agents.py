@@ -124,15 +124,22 @@ def test_mcp_server_down_fails_loudly_files_a_task_and_runs_nothing(
 ) -> None:
     from fleet.ops import services as svc
 
+    up = os.environ["FLEET_MCP_URL"]
     monkeypatch.setenv("FLEET_MCP_URL", f"http://127.0.0.1:{svc.free_port()}/mcp")
     get_settings.cache_clear()
     pidfile = tmp_path / "ran.pid"
     record, runtime = heartbeat(agent("hang", str(pidfile)))
     assert record.status == "failed" and "does not answer" in (record.error or "")
     assert not pidfile.exists() and record.bets == []
-    (task,) = runtime.board.open_for(GATE)
-    assert task.dedupe_key == f"mcp-unavailable:{GATE}"
+    (task,) = [t for t in runtime.board.open_tasks() if t.dedupe_key == f"mcp-unavailable:{GATE}"]
+    assert task.assignee == runtime.registry.require(GATE).owner != GATE  # its owner, who can fix it
     assert stage_of(runtime, bet) == ("sourced", 0)
+    # When the server answers again, the next heartbeat's check passes and closes the task
+    monkeypatch.setenv("FLEET_MCP_URL", up)
+    get_settings.cache_clear()
+    again, runtime = heartbeat(agent("print"))
+    assert again.status == "ok", again.error
+    assert runtime.board.get(task.task_id).status == "done"
 
 
 def test_the_program_never_sees_the_signing_secret_and_gets_an_mcp_config(
