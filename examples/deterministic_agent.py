@@ -8,7 +8,11 @@ fleet runs it per claimed bet with a JSON payload on stdin and ``FLEET_MCP_URL``
 - ``print``: print one JSON decision for fleet to commit;
 - ``create``: (an agent that polls nothing, e.g. a scout) create one bet through MCP;
 - ``garbage``, ``fail``, ``hang``: misbehave (tests of the runtime's failure handling).
-  ``hang PIDFILE`` starts a child that sleeps too and writes its pid to PIDFILE.
+  ``hang PIDFILE`` starts a child that sleeps too and writes its pid to PIDFILE;
+- ``spend COST [then]``: print a decision leaving the bet with a usage report of COST
+  dollars, then (``then``) ``ok``, exit ``2``, or ``hang`` (the report printed first);
+- ``escape PIDFILE [then]``: start ``setsid sleep 600`` (a new session, holding stdout), write
+  its pid to PIDFILE, then ``hang`` or exit (``ok``).
 """
 
 from __future__ import annotations
@@ -84,6 +88,15 @@ def main(argv: list[str]) -> None:
                 {"to_stage": first_advance(payload), "verdict": "pass", "evidence": evidence, "usage": usage}
             )
         )
+    elif mode == "spend":
+        usage = {"tokens_in": 100, "tokens_out": 10, "cost_usd": float(argv[1]), "model": "deterministic"}
+        print(json.dumps({"to_stage": None, "verdict": "thinking", "usage": usage}), flush=True)
+        finish(argv[2] if len(argv) > 2 else "ok")
+    elif mode == "escape":
+        child = subprocess.Popen(["setsid", "sleep", "600"])  # inherits stdout and stderr
+        with open(argv[1], "w") as out:
+            out.write(str(child.pid))
+        finish(argv[2] if len(argv) > 2 else "hang")
     elif mode == "garbage":
         print("I think this bet looks great!")
     elif mode == "fail":
@@ -93,6 +106,13 @@ def main(argv: list[str]) -> None:
         with open(argv[1], "w") as out:
             out.write(str(child.pid))
         time.sleep(600)
+
+
+def finish(then: str) -> None:
+    if then == "hang":
+        time.sleep(600)
+    elif then != "ok":
+        sys.exit(int(then))
 
 
 if __name__ == "__main__":

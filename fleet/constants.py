@@ -125,6 +125,12 @@ WAKE_WAITING_KEY: Final = "fleet:wake:waiting"
 #: Set when a bet arrived while the agent was running: it is woken again when that heartbeat ends.
 WAKE_AGAIN_KEY: Final = "fleet:wake:again:{agent}"
 
+#: Spend reservations of one agent on one UTC day (fleet.agents.budget): member -> expiry (epoch s),
+#: member -> reserved US dollars, and a counter bumped by every release.
+BUDGET_HELD_KEY: Final = "fleet:budget:{agent}:{day}:held"
+BUDGET_AMOUNTS_KEY: Final = "fleet:budget:{agent}:{day}:amounts"
+BUDGET_GENERATION_KEY: Final = "fleet:budget:{agent}:{day}:generation"
+
 # --- Celery -----------------------------------------------------------------------
 HEARTBEAT_TASK: Final = "fleet.heartbeat"
 #: "wake": sent by fleet.runtime.wake when a bet arrives at a stage the agent polls.

@@ -229,6 +229,15 @@ class HeartbeatStopped(RuntimeFleetError):
 class ExternalAgentFailed(RuntimeFleetError):
     """An external agent (command or webhook) failed: bad exit, bad output, time limit; nothing moved."""
 
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        #: What the bet's record entry keeps of the run (exit code, seconds, output tails).
+        self.report: dict[str, Any] = dict(report or {})
+
+
+class OverBudget(RuntimeFleetError):
+    """The agent's remaining budget today cannot cover what the bet (or run) is expected to cost."""
+
 
 class AgentToolsUnavailable(RuntimeFleetError):
     """The MCP server does not answer or refuses the agent's token: the agent is not run blind."""

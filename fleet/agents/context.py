@@ -248,6 +248,6 @@ class BetContext:
     def report_usage(
         self, *, tokens_in: int = 0, tokens_out: int = 0, cost_usd: float = 0.0, model: str = ""
     ) -> None:
-        self.heartbeat.report_usage(
-            tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost_usd, model=model
-        )
+        hb = self.heartbeat
+        usage.record(hb.db, hb.agent, hb.heartbeat_id, tokens_in=tokens_in, tokens_out=tokens_out,
+                     cost_usd=cost_usd, model=model, bet_id=self.bet.bet_id)  # fmt: skip

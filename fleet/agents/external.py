@@ -21,7 +21,8 @@ enforcer. A non-zero exit, output that is not one JSON object, or running past t
 limit (the whole process group is killed) is a failure: nothing is moved and the bounded
 stdout/stderr tails go into the heartbeat record. Before running anything the heartbeat
 checks that the MCP server answers and accepts the agent's token; if not it fails loudly
-and files a board task, and the program is not run blind.
+and files a board task for the spec's owner (closed by the next check that passes), and
+the program is not run blind.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class ExternalAgent:
             _file_tools_task(ctx, str(exc))
             raise AgentToolsUnavailable(f"{self.spec.name} not run: {exc}") from None
         ctx.log("mcp-ok", url=self.settings.mcp_endpoint)
+        _close_tools_task(ctx)
 
     def _token(self, ctx: HeartbeatContext, bet_id: str | None) -> str:
         bets = None if bet_id is None else [bet_id]
@@ -107,7 +109,10 @@ class ExternalAgent:
             data = None
         if not isinstance(data, dict) or not _is_decision(data):
             raise ExternalAgentFailed(f"{what} is not one JSON decision")
-        usage.record_reported(ctx.heartbeat.db, ctx.agent, ctx.heartbeat.heartbeat_id, data.get("usage"))
+        heartbeat = ctx.heartbeat
+        usage.record_reported(
+            heartbeat.db, ctx.agent, heartbeat.heartbeat_id, data.get("usage"), ctx.bet.bet_id
+        )
         evidence = data.get("evidence") or {}
         return ExternalDecision(data.get("to_stage"), str(data["verdict"]), dict(evidence), report)
 
@@ -156,16 +161,29 @@ def payload(ctx: BetContext | HeartbeatContext) -> dict[str, Any]:
     return data
 
 
+def _tools_task_key(agent: str) -> str:
+    return f"mcp-unavailable:{agent}"
+
+
 def _file_tools_task(ctx: HeartbeatContext, error: str) -> None:
+    """For the spec's owner: the agent cannot fix its own tools, it is not even run."""
     with suppress(FleetError):  # best effort: the failure is on the heartbeat record
         ctx.board.file(
-            assignee=ctx.agent,
+            assignee=ctx.spec.owner,
             origin="escalation",
-            dedupe_key=f"mcp-unavailable:{ctx.agent}",
+            dedupe_key=_tools_task_key(ctx.agent),
             title=f"{ctx.agent} was not run: its MCP tools are unavailable",
             detail={"error": error},
             by=ctx.agent,
         )
+
+
+def _close_tools_task(ctx: HeartbeatContext) -> None:
+    """The tools answer again: close the task a failed check filed (one read when there is none)."""
+    with suppress(FleetError):  # best effort: the next passing check tries again
+        task = ctx.board.open_with_key(_tools_task_key(ctx.agent))
+        if task is not None:
+            ctx.board.close(task.task_id, by=ctx.agent, reason="the agent's MCP tools answer again")
 
 
 def report_of(decision: Any) -> dict[str, Any]:

@@ -34,24 +34,48 @@ def record(
     tokens_out: int = 0,
     cost_usd: float = 0.0,
     model: str = "",
+    bet_id: str | None = None,
 ) -> None:
-    """Store one usage report of ``agent``."""
+    """Store one usage report of ``agent`` (of one bet of its heartbeat, when known)."""
     figures = {"tokens_in": tokens_in, "tokens_out": tokens_out, "cost_usd": cost_usd}
     if any(not isinstance(v, int | float) or isinstance(v, bool) or v < 0 for v in figures.values()):
         raise BadUsage(f"usage figures must be non-negative numbers, got {figures}")
-    doc: Document = {"agent": agent, "heartbeat_id": heartbeat_id, **figures, "model": str(model)[:100],
-                     "at": clock(db).now()}  # fmt: skip
+    doc: Document = {"agent": agent, "heartbeat_id": heartbeat_id, "bet_id": bet_id, **figures,
+                     "model": str(model)[:100], "at": clock(db).now()}  # fmt: skip
     with translated("usage record"):
         db[USAGE].insert_one(doc)
 
 
-def record_reported(db: Database[Document], agent: str, heartbeat_id: str | None, usage: Any) -> None:
+def record_reported(
+    db: Database[Document], agent: str, heartbeat_id: str | None, usage: Any, bet_id: str | None = None
+) -> None:
     """Record the ``"usage"`` object of an external agent's answer (ignored when absent)."""
     if usage is None:
         return
     if not isinstance(usage, dict) or set(usage) - {"tokens_in", "tokens_out", "cost_usd", "model"}:
         raise BadUsage(f"usage must be an object of tokens_in, tokens_out, cost_usd, model; got {usage!r}")
-    record(db, agent, heartbeat_id, **usage)
+    record(db, agent, heartbeat_id, **usage, bet_id=bet_id)
+
+
+def cost_of(db: Database[Document], agent: str, heartbeat_id: str, bet_id: str | None) -> float:
+    """What ``agent`` reported for one bet of a heartbeat (``bet_id`` None: the whole heartbeat)."""
+    query: Document = {"agent": agent, "heartbeat_id": heartbeat_id}
+    if bet_id is not None:
+        query["bet_id"] = bet_id
+    with translated("reading usage"):
+        return sum(_cost(doc) for doc in db[USAGE].find(query, {"cost_usd": 1}))
+
+
+def mean_cost(db: Database[Document], agent: str, reports: int) -> float | None:
+    """The mean cost of ``agent``'s last ``reports`` usage reports, or None when it has none."""
+    with translated("reading usage"):
+        docs = list(db[USAGE].find({"agent": agent}, {"cost_usd": 1}).sort("at", -1).limit(reports))
+    return sum(_cost(doc) for doc in docs) / len(docs) if docs else None
+
+
+def _cost(doc: Document) -> float:
+    cost = doc.get("cost_usd")
+    return float(cost) if isinstance(cost, int | float) else 0.0
 
 
 def day_start(now: datetime) -> datetime:
@@ -67,8 +91,8 @@ def spend(db: Database[Document], agent: str | None, since: datetime) -> dict[st
     totals: dict[str, float] = {}
     with translated("reading usage"):
         for doc in db[USAGE].find(query, {"agent": 1, "cost_usd": 1}):
-            name, cost = str(doc["agent"]), doc.get("cost_usd")
-            totals[name] = totals.get(name, 0.0) + (float(cost) if isinstance(cost, int | float) else 0.0)
+            name = str(doc["agent"])
+            totals[name] = totals.get(name, 0.0) + _cost(doc)
     return totals
 
 

@@ -109,6 +109,11 @@ class Board:
 
     # --- reading ------------------------------------------------------------------
 
+    def open_with_key(self, dedupe_key: str) -> Task | None:
+        """The open task filed under ``dedupe_key``, if any."""
+        latest = self._latest_of_key(dedupe_key)
+        return latest if latest is not None and latest.is_open else None
+
     def get(self, task_id: str) -> Task:
         """The task as of its latest event, or :class:`UnknownTask`."""
         doc = self._find_one(self._tasks, {"_id": task_id})

@@ -96,16 +96,19 @@ class EscalationPolicy(_Strict):
 
 
 class BudgetPolicy(_Strict):
-    """Per-agent daily spend caps (US dollars per UTC day) on the usage agents report."""
+    """Per-agent daily spend caps (US dollars per UTC day) on the usage agents report, and the
+    expected cost of one bet (or one run) reserved against the cap before it starts."""
 
     daily_usd: dict[str, float] = Field(default_factory=dict)
+    #: Absent for an agent: its recent mean reported cost per bet (fleet.agents.budget).
+    per_bet_usd: dict[str, float] = Field(default_factory=dict)
 
-    @field_validator("daily_usd")
+    @field_validator("daily_usd", "per_bet_usd")
     @classmethod
     def _positive(cls, caps: dict[str, float]) -> dict[str, float]:
         bad = sorted(agent for agent, usd in caps.items() if usd < 0)
         if bad:
-            raise ValueError(f"daily budgets must not be negative, not for {bad}")
+            raise ValueError(f"budgets must not be negative, not for {bad}")
         return caps
 
 

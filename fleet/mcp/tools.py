@@ -172,8 +172,9 @@ class FleetTools:
     def report_usage(
         self, identity: Identity, tokens_in: int, tokens_out: int, cost_usd: float, model: str
     ) -> dict[str, Any]:
+        one_bet = next(iter(identity.bets)) if identity.bets is not None and len(identity.bets) == 1 else None
         usage.record(self.db, identity.agent, identity.heartbeat_id, tokens_in=tokens_in,
-                     tokens_out=tokens_out, cost_usd=cost_usd, model=model)  # fmt: skip
+                     tokens_out=tokens_out, cost_usd=cost_usd, model=model, bet_id=one_bet)  # fmt: skip
         return {"recorded": True}
 
     # --- helpers ------------------------------------------------------------------

@@ -1,24 +1,31 @@
 """One bet of a polling heartbeat: run the handler, commit its decision, hold a looping bet back.
 
 Whichever batch runner claimed the bet (in-process threads or a fanned-out task), the
-bet goes through :func:`process_bet`: read afresh, decided by the handler, committed
+bet goes through :func:`process_bet`: read afresh, its expected cost reserved against the
+agent's daily cap (:mod:`fleet.agents.budget`; a bet that does not fit is left untouched,
+``over_budget``), decided by the handler, committed
 through the enforcer (which wakes the next owner), deferred, or failed, never raising but
 for an unreachable store or broker.
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
-from fleet.agents import external
+from fleet.agents import budget, external, usage
 from fleet.agents.context import BetContext, Decision, HeartbeatContext
 from fleet.definitions.catalogue import spec_fingerprint
 from fleet.definitions.pipeline import Kind
 from fleet.errors import (
     CorruptBet,
+    ExternalAgentFailed,
     ExternalCallFailed,
+    FleetError,
     HeartbeatStopped,
+    LedgerUnavailable,
+    OverBudget,
     ServiceUnavailable,
     StaleBet,
     TransitionRefused,
@@ -61,12 +68,21 @@ def process_bet(runtime: Runtime, ctx: HeartbeatContext, handler: Handler, claim
         bet = runtime.enforcer.get(claimed.bet_id)  # fresh and repaired, not the listing's copy
         if bet.seq != claimed.seq or bet.stage not in ctx.spec.polls:
             return {**outcome, "outcome": "skipped", "error": "moved by someone else"}
-        decision = handler(BetContext(ctx, bet))
+        try:
+            reservation = _reserve(runtime, ctx, bet)
+        except OverBudget as exc:  # not started, not touched: it waits for tomorrow's budget
+            return {**outcome, **_over_budget(ctx, str(exc))}
+        try:
+            decision = handler(BetContext(ctx, bet))
+        finally:
+            outcome.update(settle(runtime, ctx, reservation, bet.bet_id))
         return {**outcome, **_commit(runtime, ctx, bet, decision), **external.report_of(decision)}
     except ServiceUnavailable:
         raise
     except ExternalCallFailed as exc:
         return {**outcome, **_failed(runtime, ctx, claimed, str(exc))}
+    except ExternalAgentFailed as exc:  # the program's exit code and output tails stay on the entry
+        return {**outcome, **exc.report, **_failed(runtime, ctx, claimed, str(exc))}
     except HeartbeatStopped as exc:  # not the bet's fault: no failure is counted on it
         ctx.log("abandoned", bet=claimed.bet_id, reason=exc.reason)
         return {**outcome, "outcome": "abandoned", "error": str(exc)}
@@ -83,6 +99,36 @@ def process_bet(runtime: Runtime, ctx: HeartbeatContext, handler: Handler, claim
         }
     except Exception as exc:  # one bet's bug never aborts the others
         return {**outcome, **_failed(runtime, ctx, claimed, f"{type(exc).__name__}: {exc}")}
+
+
+def _reserve(runtime: Runtime, ctx: HeartbeatContext, bet: Bet) -> budget.Reservation | None:
+    member = f"{ctx.heartbeat_id}:{bet.bet_id}:{bet.seq}"
+    return budget.reserve(runtime.redis, runtime.db, ctx.protocols, ctx.agent, member, ctx.spec.time_limit)
+
+
+def settle(
+    runtime: Runtime, ctx: HeartbeatContext, reservation: budget.Reservation | None, bet_id: str | None
+) -> Outcome:
+    """Release a run's reservation; what it reported against what was expected (for the record)."""
+    if reservation is None:
+        return {}
+    reservation.release()
+    try:
+        cost = usage.cost_of(runtime.db, ctx.agent, ctx.heartbeat_id, bet_id)
+    except LedgerUnavailable:
+        return {}  # the reports (if any) are stored or lost already; only this figure is missing
+    expected = reservation.estimate_usd
+    if expected is not None and cost > expected + 1e-9:
+        ctx.count("over_estimate")
+        ctx.log("over-estimate", bet=bet_id, cost_usd=round(cost, 6), estimate_usd=expected)
+    return {"cost_usd": round(cost, 6), "reserved_usd": round(reservation.amount_usd, 6)}
+
+
+def _over_budget(ctx: HeartbeatContext, reason: str) -> Outcome:
+    ctx.log("over-budget", reason=reason)
+    with suppress(FleetError):  # best effort: the deferral itself is on the record
+        usage.file_budget_task(ctx.board, ctx.agent, ctx.spec.owner, reason, ctx.now)
+    return {"outcome": "over_budget", "error": reason}
 
 
 def held_here(runtime: Runtime, ctx: HeartbeatContext) -> set[tuple[str, int]]:

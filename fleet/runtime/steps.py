@@ -10,7 +10,9 @@ ran with, and runs its one bet through the in-process runner. Where a step fails
 
 - invalid protocols: ``refused`` (a board task is filed, and closed once they read fine);
 - instructions changed since the heartbeat started (a part only): ``skipped``;
-- over the daily budget: ``skipped`` (one board task to the spec's owner);
+- over the daily budget: ``skipped`` (one board task to the spec's owner); a bet whose
+  expected cost does not fit what is left is not started (``over_budget`` on its entry), and
+  neither is the run of an agent that polls nothing (``skipped``);
 - any fleet error in the handler or the runner, a failed external call included: ``failed``
   (a failed call is not a failed task: never retried by Celery);
 - the store or broker unreachable, or the soft time limit: raised to the caller.
@@ -23,14 +25,21 @@ from contextlib import suppress
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from fleet.agents import external, usage
+from fleet.agents import budget, external, usage
 from fleet.agents.context import HeartbeatContext, StopSignal
 from fleet.agents.handlers import resolve_handler
 from fleet.board import Task
 from fleet.definitions.catalogue import AgentSpec
 from fleet.definitions.instructions import load_usable
 from fleet.definitions.protocols import LoadedProtocols, load_protocols
-from fleet.errors import FleetError, HeartbeatStopped, ProtocolError, ServiceUnavailable, TaskClosed
+from fleet.errors import (
+    FleetError,
+    HeartbeatStopped,
+    OverBudget,
+    ProtocolError,
+    ServiceUnavailable,
+    TaskClosed,
+)
 from fleet.runtime import batch, bets, fanout
 from fleet.runtime.records import Status
 from fleet.runtime.run import Halt, Run, Step
@@ -102,7 +111,16 @@ def work(run: Run) -> Halt | None:
     """A polling agent: its candidates through a batch runner; any other: its handler, once."""
     if not run.spec.per_bet:
         assert run.handler is not None  # set by the handler step
-        run.handler(run.ctx)
+        member = run.record.heartbeat_id
+        try:
+            reservation = budget.reserve(run.runtime.redis, run.runtime.db, run.ctx.protocols, run.spec.name,
+                                         member, run.spec.time_limit)  # fmt: skip
+        except OverBudget as exc:
+            return Halt(Status.SKIPPED, str(exc))
+        try:
+            run.handler(run.ctx)
+        finally:
+            bets.settle(run.runtime, run.ctx, reservation, None)
         return None
     found = bets.candidates(run.runtime, run.ctx)
     runner: batch.BatchRunner = fanout.dispatch if fanout.wanted(run.spec, len(found)) else batch.in_process

@@ -14,3 +14,10 @@ CATALOGUE = copy.deepcopy(DEFAULT)
 for _spec in CATALOGUE["agents"]:
     if _spec["name"] == "source_validation_gate":
         _spec["handler"] = {"command": [sys.executable, str(AGENT), "mcp"], "timeout_s": 60}
+
+#: The gate as a command agent reporting $0.40 per bet, fanned out (10 at once, 5 per heartbeat).
+SPENDING = copy.deepcopy(DEFAULT)
+for _spec in SPENDING["agents"]:
+    if _spec["name"] == "source_validation_gate":
+        _spec["handler"] = {"command": [sys.executable, str(AGENT), "spend", "0.4"], "timeout_s": 60}
+        _spec.update(fan_out=10, batch_size=5)

@@ -119,12 +119,16 @@ def test_a_python_handler_reports_usage_and_is_stopped_by_its_budget(
     settings = load_settings().model_copy(update={"protocols_dir": capped})
     runtime = Runtime.build(settings, registry)
     try:
-        statuses = [run_heartbeat(runtime, GATE, "adhoc").status for _ in range(3)]
+        records = [run_heartbeat(runtime, GATE, "adhoc") for _ in range(3)]
     finally:
         runtime.pool.shutdown(wait=True)
         runtime.bet_pool.shutdown(wait=True)
-    assert statuses == ["ok", "ok", "skipped"]  # $0.60, then $1.20: over the $1.00 cap
-    assert db["usage"].count_documents({"agent": GATE, "model": "test"}) == 2
+    # $0.60 spent; a second $0.60 bet would reach $1.20, over the $1.00 cap: it is never started
+    assert [r.status for r in records] == ["ok", "ok", "ok"]
+    assert [r.bets[0]["outcome"] for r in records] == ["deferred", "over_budget", "over_budget"]
+    assert records[0].bets[0]["cost_usd"] == 0.6
+    assert db["usage"].count_documents({"agent": GATE, "model": "test"}) == 1
+    assert Enforcer(db, registry.pipeline).get(bet.bet_id).seq == 0
 
 
 def test_fleet_status_shows_spend_per_agent_today(db: Database[Document], redis: Any) -> None:

@@ -124,15 +124,22 @@ def test_mcp_server_down_fails_loudly_files_a_task_and_runs_nothing(
 ) -> None:
     from fleet.ops import services as svc
 
+    up = os.environ["FLEET_MCP_URL"]
     monkeypatch.setenv("FLEET_MCP_URL", f"http://127.0.0.1:{svc.free_port()}/mcp")
     get_settings.cache_clear()
     pidfile = tmp_path / "ran.pid"
     record, runtime = heartbeat(agent("hang", str(pidfile)))
     assert record.status == "failed" and "does not answer" in (record.error or "")
     assert not pidfile.exists() and record.bets == []
-    (task,) = runtime.board.open_for(GATE)
-    assert task.dedupe_key == f"mcp-unavailable:{GATE}"
+    (task,) = [t for t in runtime.board.open_tasks() if t.dedupe_key == f"mcp-unavailable:{GATE}"]
+    assert task.assignee == runtime.registry.require(GATE).owner != GATE  # its owner, who can fix it
     assert stage_of(runtime, bet) == ("sourced", 0)
+    # When the server answers again, the next heartbeat's check passes and closes the task
+    monkeypatch.setenv("FLEET_MCP_URL", up)
+    get_settings.cache_clear()
+    again, runtime = heartbeat(agent("print"))
+    assert again.status == "ok", again.error
+    assert runtime.board.get(task.task_id).status == "done"
 
 
 def test_the_program_never_sees_the_signing_secret_and_gets_an_mcp_config(
@@ -215,3 +222,52 @@ def test_a_scout_command_agent_creates_a_bet_through_mcp(
     assert (created["agent"], created["heartbeat_id"], created["fields"]) == (
         scout, record.heartbeat_id, {"idea": f"from {scout}"}
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("then", "timeout_s", "why"), [("2", None, "exited with code 2"), ("hang", 3, "past its 3s")]
+)
+def test_usage_printed_before_a_bad_exit_or_a_timeout_is_counted(
+    heartbeat: Any, bet: Bet, db: Database[Document], then: str, timeout_s: float | None, why: str
+) -> None:
+    # Given a program that prints its usage ($0.40), then exits 2 or hangs past its limit
+    record, runtime = heartbeat(agent("spend", "0.4", then), timeout_s=timeout_s)
+    # Then the bet failed, its entry has the exit code and full-length tails, and the usage counts
+    (entry,) = record.bets
+    assert entry["outcome"] == "failed" and why in entry["error"]
+    assert entry["exit_code"] == (2 if then == "2" else 143)
+    assert '"cost_usd": 0.4' in entry["stdout_tail"] and "stderr_tail" in entry
+    (report,) = db[USAGE].find({"agent": GATE, "heartbeat_id": record.heartbeat_id})
+    assert (report["cost_usd"], report["bet_id"]) == (0.4, bet.bet_id)
+    assert stage_of(runtime, bet) == ("sourced", 0)
+
+
+def test_failure_and_success_tails_are_equally_long(heartbeat: Any, bet: Bet) -> None:
+    from fleet.agents.command import Run
+    from fleet.agents.external import TAIL_BYTES
+
+    long = "x" * (3 * TAIL_BYTES)
+    report = Run(2, long, long, 1.0).report()
+    assert len(report["stdout_tail"]) == len(report["stderr_tail"]) == TAIL_BYTES and report["exit_code"] == 2
+
+
+@pytest.mark.parametrize("then", ["hang", "ok"])
+def test_a_child_that_leaves_the_session_holding_stdout_dies_with_the_program(
+    heartbeat: Any, bet: Bet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    pidfile = tmp_path / "escaped.pid"
+    # Given a program that starts `setsid sleep 600` (holding stdout), then hangs past 3 s or exits
+    record, runtime = heartbeat(agent("escape", str(pidfile), then), timeout_s=3)
+    # Then the heartbeat ended, within the limit and the bounded drain, the child is gone, no temp left
+    (entry,) = record.bets
+    assert entry["seconds"] <= 3 + 2
+    if then == "hang":
+        assert entry["outcome"] == "failed" and "process group killed" in entry["error"]
+    assert _dead(int(pidfile.read_text()))
+    assert list(temp.iterdir()) == []
+    assert stage_of(runtime, bet) == ("sourced", 0)
