@@ -27,6 +27,9 @@ TASK_EVENTS: Final = "task_events"
 USAGE: Final = "usage"
 #: Bets an agent is no longer offered after refusing too often; ``_id = "<agent>:<bet>:<seq>"``.
 HOLDS: Final = "holds"
+#: MCP calls refused for a token that did not verify: per-call documents (rate-limited per
+#: source) and per-hour counts per claimed name and source (see fleet.mcp.rejections).
+REJECTED_TOKENS: Final = "rejected_tokens"
 #: End-to-end probes: a worker writes one when it runs `fleet.probe` (doctor, smoke test).
 PROBES: Final = "probes"
 
@@ -43,6 +46,7 @@ COLLECTIONS: Final = (
     PROBES,
     HOLDS,
     USAGE,
+    REJECTED_TOKENS,
 )
 
 #: Index definitions per collection: (name, [(field, direction)], unique).
@@ -69,6 +73,7 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
         ("task_seq", [("task_id", 1), ("seq", 1)], False),
     ],
     HOLDS: [("agent_bet", [("agent", 1), ("bet_id", 1)], False)],
+    REJECTED_TOKENS: [("kind_at", [("kind", 1), ("at", 1)], False)],
 }
 
 #: Default and largest retention window (days) for what :mod:`fleet.retention` prunes.
@@ -76,7 +81,7 @@ RETENTION_DAYS: Final = 14.0
 MAX_RETENTION_DAYS: Final = 3650.0
 
 #: Collections pruned by age alone, and their time field: TTL indexes on MongoDB.
-TTL_FIELDS: Final = {HEARTBEATS: "started_at", REFUSALS: "at", PROBES: "at", USAGE: "at"}
+TTL_FIELDS: Final = {HEARTBEATS: "started_at", REFUSALS: "at", PROBES: "at", USAGE: "at", REJECTED_TOKENS: "at"}
 
 #: The expression FerretDB v1.24's SQLite backend filters ``_id`` with, and the suffix of the
 #: index fleet adds on it (see fleet.store.indexes).

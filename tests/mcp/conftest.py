@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from pydantic import SecretStr
@@ -76,8 +77,17 @@ def raw_token(claims: dict[str, Any], secret: str = SECRET, kid: str = "k1") -> 
     """A token built by hand (expired, forged, old key id) to see the server refuse it."""
     now = int(time.time())
     return jwt.encode(
-        {"iat": now, "exp": now + 60, **claims}, secret, algorithm="HS256", headers={"kid": kid}
+        {"iat": now, "exp": now + 60, "aud": "fleet-mcp", "iss": "fleet", **claims}, secret, algorithm="HS256", headers={"kid": kid}
     )
+
+
+def post(server: McpServer, token: str | None, method: str, params: dict[str, Any] | None = None) -> httpx.Response:
+    """One JSON-RPC request to the server as raw HTTP (stateless: no session needed)."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    message = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}
+    return httpx.post(server.url, json=message, headers=headers, timeout=30)
 
 
 @pytest.fixture

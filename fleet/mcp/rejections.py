@@ -1,0 +1,172 @@
+"""Calls refused because their token did not verify: stored apart, bounded, counted per source.
+
+Whoever sends such a call is not known to be the agent its token names, so nothing of it
+is attributed to that agent: it is not a refusal of the agent (``REFUSALS`` and with them
+refusal loops and holds never see it), it is a signal of its own, "someone is trying to
+be X". Each goes to ``REJECTED_TOKENS`` as one of two kinds of document:
+
+- ``call``: one refused call (claimed name, source address, tool, reason), the first
+  ``FLEET_MCP_REJECTIONS_PER_MIN`` per source and minute only, so a flood cannot fill
+  the store;
+- ``count``: per source, claimed name and hour, how many of those were refused;
+- ``limit``: per source and minute, how many were refused in all (the limit's counter:
+  those past it are counted here only).
+
+Every string kept from such a call is cut to a fixed length.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from pymongo import ReturnDocument
+from pymongo.database import Database
+
+from fleet.constants import REJECTED_TOKENS
+from fleet.errors import TokenRejected
+from fleet.mcp.tokens import MAX_CLAIMED_CHARS, cap
+from fleet.store import Document, reading, translated
+
+#: Longest source address, tool name, bet id or stage kept from an unauthenticated call.
+MAX_FIELD_CHARS = 200
+#: Longest refusal reason kept.
+MAX_REASON_CHARS = 300
+#: The claimed name stored when the token names none (or there was no token).
+NO_CLAIM = "(none)"
+CALL, COUNT, LIMIT = "call", "count", "limit"
+#: The claimed name shown for calls past a source's limit (counted, never stored one by one).
+OVER_LIMIT = "(over the limit: counted only)"
+
+
+class RejectedToken(BaseModel):
+    """Calls with a bad token that claimed one name, from one source, in a window."""
+
+    claimed_agent: str
+    source: str
+    count: int
+    last_at: datetime
+
+
+class Rejections:
+    """Storing refused unauthenticated calls: each counted, the first few per source kept."""
+
+    def __init__(self, db: Database[Document], per_minute: int) -> None:
+        self.db = db
+        self.per_minute = per_minute
+
+    def record(self, exc: TokenRejected, source: str, call: dict[str, Any]) -> bool:
+        """Count the refused call; store it one by one unless ``source`` is over its limit
+        this minute (a counter in the store, so every server process shares it).
+        True when it was stored."""
+        now = datetime.now(UTC)
+        claimed = cap(exc.agent, MAX_CLAIMED_CHARS) if exc.agent else NO_CLAIM
+        source = cap(source, MAX_FIELD_CHARS)
+        if self._this_minute(source, now) > self.per_minute:
+            return False
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        doc = {"kind": CALL, "claimed_agent": claimed, "source": source, "at": now,
+               "reason": cap(exc.reason, MAX_REASON_CHARS), **_bounded(call)}  # fmt: skip
+        with translated("rejected tokens: storing"):
+            self.db[REJECTED_TOKENS].insert_one(doc)
+            self.db[REJECTED_TOKENS].update_one(
+                {"_id": f"{COUNT}:{hour.isoformat()}:{source}:{claimed}"},
+                {
+                    "$inc": {"count": 1},
+                    "$set": {"last_at": now},
+                    "$setOnInsert": {"kind": COUNT, "claimed_agent": claimed, "source": source, "at": hour},
+                },
+                upsert=True,
+            )
+        return True
+
+    def _this_minute(self, source: str, now: datetime) -> int:
+        """Refused calls from ``source`` in this minute, this one included."""
+        minute = now.replace(second=0, microsecond=0)
+        with translated("rejected tokens: counting"):
+            doc = self.db[REJECTED_TOKENS].find_one_and_update(
+                {"_id": f"{LIMIT}:{minute.isoformat()}:{source}"},
+                {
+                    "$inc": {"count": 1},
+                    "$set": {"last_at": now},
+                    "$setOnInsert": {"kind": LIMIT, "source": source, "at": minute, "limit": self.per_minute},
+                },
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        return _int(doc["count"]) if doc else 1
+
+
+def _bounded(call: dict[str, Any]) -> dict[str, Any]:
+    """The call's tool, bet, target stage and seq, each capped (or dropped when not plain)."""
+    out: dict[str, Any] = {}
+    for name in ("method", "tool", "bet_id", "to_stage"):
+        value = call.get(name)
+        if isinstance(value, str):
+            out[name] = cap(value, MAX_FIELD_CHARS)
+    seq = call.get("expected_seq")
+    if isinstance(seq, int) and not isinstance(seq, bool) and abs(seq) < 2**53:
+        out["expected_seq"] = seq
+    return out
+
+
+def call_of(body: bytes) -> dict[str, Any]:
+    """What a JSON-RPC request body asked for (method, tool and its bet, stage and seq),
+    for recording a refusal; empty when the body is not a request."""
+    try:
+        message = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    if isinstance(message, list):
+        message = message[0] if message else {}
+    if not isinstance(message, dict):
+        return {}
+    params = message.get("params")
+    params = params if isinstance(params, dict) else {}
+    args = params.get("arguments")
+    args = args if isinstance(args, dict) else {}
+    return {"method": message.get("method"), "tool": params.get("name"), **args}
+
+
+def rejected_tokens(db: Database[Document], since: datetime, limit: int = 20) -> list[RejectedToken]:
+    """Calls refused for a bad token since ``since``, per claimed name and source, most first
+    (calls past a source's limit under the claimed name :data:`OVER_LIMIT`)."""
+    totals: Totals = {}
+    hour = since.replace(minute=0, second=0, microsecond=0)
+    query = {"kind": {"$in": [COUNT, LIMIT]}, "at": {"$gte": hour}}
+    with reading(REJECTED_TOKENS):
+        docs = list(db[REJECTED_TOKENS].find(query, {"_id": 0}))
+    for doc in docs:
+        last, n = doc.get("last_at"), _int(doc.get("count"))
+        if not isinstance(last, datetime):
+            continue
+        if doc.get("kind") == LIMIT:
+            n, claimed = n - _int(doc.get("limit")), OVER_LIMIT
+        else:
+            claimed = str(doc.get("claimed_agent"))
+        if n > 0:
+            _add(totals, claimed, str(doc.get("source")), n, last)
+    return sorted(totals.values(), key=lambda r: (-r.count, r.claimed_agent, r.source))[:limit]
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+Totals = dict[tuple[str, str], RejectedToken]
+
+
+def _add(totals: Totals, claimed: str, source: str, n: int, last: datetime) -> None:
+    last = last.replace(tzinfo=UTC) if last.tzinfo is None else last
+    seen = totals.get((claimed, source))
+    if seen is None:
+        totals[(claimed, source)] = RejectedToken(claimed_agent=claimed, source=source, count=n, last_at=last)
+    else:
+        seen.count += n
+        seen.last_at = max(seen.last_at, last)
+
+
+#: How far back ``fleet status`` and the console count rejected tokens.
+REJECTED_WINDOW = timedelta(hours=24)
