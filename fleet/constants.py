@@ -81,7 +81,13 @@ RETENTION_DAYS: Final = 14.0
 MAX_RETENTION_DAYS: Final = 3650.0
 
 #: Collections pruned by age alone, and their time field: TTL indexes on MongoDB.
-TTL_FIELDS: Final = {HEARTBEATS: "started_at", REFUSALS: "at", PROBES: "at", USAGE: "at", REJECTED_TOKENS: "at"}
+TTL_FIELDS: Final = {
+    HEARTBEATS: "started_at",
+    REFUSALS: "at",
+    PROBES: "at",
+    USAGE: "at",
+    REJECTED_TOKENS: "at",
+}
 
 #: The expression FerretDB v1.24's SQLite backend filters ``_id`` with, and the suffix of the
 #: index fleet adds on it (see fleet.store.indexes).

@@ -57,11 +57,13 @@ class Rejections:
         self.db = db
         self.per_minute = per_minute
 
-    def record(self, exc: TokenRejected, source: str, call: dict[str, Any]) -> bool:
+    def record(
+        self, exc: TokenRejected, source: str, call: dict[str, Any], *, now: datetime | None = None
+    ) -> bool:
         """Count the refused call; store it one by one unless ``source`` is over its limit
         this minute (a counter in the store, so every server process shares it).
         True when it was stored."""
-        now = datetime.now(UTC)
+        now = now or datetime.now(UTC)
         claimed = cap(exc.agent, MAX_CLAIMED_CHARS) if exc.agent else NO_CLAIM
         source = cap(source, MAX_FIELD_CHARS)
         if self._this_minute(source, now) > self.per_minute:

@@ -15,6 +15,7 @@ from fleet.constants import TASKS
 from fleet.errors import ProtocolError
 from fleet.handoff import HANDOFF_WINDOW_H, Handoff, handoffs
 from fleet.ledger import Enforcer
+from fleet.mcp.rejections import REJECTED_WINDOW, RejectedToken, rejected_tokens
 from fleet.protocols import LoadedProtocols, load_protocols
 from fleet.queries.activity import (
     Peak,
@@ -91,6 +92,9 @@ class Status(Model):
     handoffs: list[Handoff] = []
     #: Reported usage cost per agent since midnight UTC (agents that reported any).
     spend_today: dict[str, float] = {}
+    #: MCP calls refused for a bad token (last 24 h) per claimed name and source: someone
+    #: trying to be that agent, not the agent's own refusals.
+    rejected_tokens: list[RejectedToken] = []
 
 
 def status_report(
@@ -117,6 +121,7 @@ def status_report(
         queues=queue_depths(broker_url, queue_names(registry)),
         peak=peak_concurrency(db, now - PEAK_WINDOW),
         handoffs=handoffs(db, now - timedelta(hours=HANDOFF_WINDOW_H)),
+        rejected_tokens=rejected_tokens(db, now - REJECTED_WINDOW),
     )
 
 

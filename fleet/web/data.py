@@ -29,6 +29,7 @@ from fleet.dispatch import send
 from fleet.errors import ProtocolError
 from fleet.ledger import Enforcer
 from fleet.locks import held_locks
+from fleet.mcp.rejections import REJECTED_WINDOW, RejectedToken, rejected_tokens
 from fleet.protocols import load_protocols
 from fleet.routing import queue_names, route_task
 from fleet.schedule import all_start_minutes, longest_gap_minutes
@@ -146,6 +147,7 @@ class PipelineView:
     refused_last_hour: int
     refusals: report.RefusalSummary
     refused_moves: list[report.RefusedMove]
+    rejected_tokens: list[RejectedToken]
     open_tasks: int
     audit_error: str | None
 
@@ -180,6 +182,7 @@ def pipeline_view(src: Sources, now: datetime, found: Audits | None = None) -> P
         refused_last_hour=flow.refused,
         refusals=report.refusal_summary(src.db, src.enforcer, 5),
         refused_moves=report.refused_moves(src.db, now - FLOW_WINDOW),
+        rejected_tokens=rejected_tokens(src.db, now - REJECTED_WINDOW),
         open_tasks=len(src.board.open_tasks()),
         audit_error=found.error,
     )

@@ -77,11 +77,16 @@ def raw_token(claims: dict[str, Any], secret: str = SECRET, kid: str = "k1") -> 
     """A token built by hand (expired, forged, old key id) to see the server refuse it."""
     now = int(time.time())
     return jwt.encode(
-        {"iat": now, "exp": now + 60, "aud": "fleet-mcp", "iss": "fleet", **claims}, secret, algorithm="HS256", headers={"kid": kid}
+        {"iat": now, "exp": now + 60, "aud": "fleet-mcp", "iss": "fleet", **claims},
+        secret,
+        algorithm="HS256",
+        headers={"kid": kid},
     )
 
 
-def post(server: McpServer, token: str | None, method: str, params: dict[str, Any] | None = None) -> httpx.Response:
+def post(
+    server: McpServer, token: str | None, method: str, params: dict[str, Any] | None = None
+) -> httpx.Response:
     """One JSON-RPC request to the server as raw HTTP (stateless: no session needed)."""
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     if token is not None:
