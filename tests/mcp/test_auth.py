@@ -142,3 +142,17 @@ def test_past_the_limit_a_source_is_counted_not_stored(db: Any) -> None:
     assert sorted(d["source"] for d in calls(db)) == ["10.0.0.1", "10.0.0.1", "10.0.0.2"]
     rows = {(r.claimed_agent, r.source): r.count for r in rejected_tokens(db, now - timedelta(hours=1))}
     assert rows == {(GATE, "10.0.0.1"): 2, (OVER_LIMIT, "10.0.0.1"): 3, (GATE, "10.0.0.2"): 1}
+
+
+def test_the_server_speaks_the_newest_protocol_the_sdk_offers_as_the_readme_says(
+    mcp_server: McpServer, db: Any
+) -> None:
+    from mcp.types import LATEST_PROTOCOL_VERSION
+
+    from tests.conftest import ROOT
+
+    hello = {"protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {},
+             "clientInfo": {"name": "test", "version": "0"}}  # fmt: skip
+    answer = post(mcp_server, mint(mcp_server.settings, GATE, 60), "initialize", hello)
+    assert answer.json()["result"]["protocolVersion"] == LATEST_PROTOCOL_VERSION
+    assert f"**{LATEST_PROTOCOL_VERSION}**" in (ROOT / "README.md").read_text()
