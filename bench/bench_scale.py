@@ -127,14 +127,14 @@ def drain(env: dict[str, str], workers: int, logs: Path, io_s: float = DRAIN_IO_
 
 def raw_drain(env: dict[str, str], workers: int, logs: Path) -> float:
     """Seconds for ``workers`` raw Celery workers (same pool) to run DRAIN_BETS tasks of DRAIN_IO_S."""
-    from bench.rawapp import RAW_DONE_KEY
-    from bench.rawapp import app as raw
+    from bench.rawapp import RAW_DONE_KEY, sender
     from fleet.settings import load_settings
     from fleet.store import redis_client
 
     client = redis_client(load_settings().broker_url)
     client.flushdb()
     with ExitStack() as stack:
+        raw = stack.enter_context(sender())
         for n in range(workers):
             log = logs / f"raw{workers}-{n}.log"
             stack.enter_context(worker("bench.rawapp", "raw", CONCURRENCY, env, log, pool=POOL))

@@ -37,10 +37,25 @@ def bench_stack(db_name: str = "fleet_bench") -> Iterator[dict[str, str]]:
             _drop(external, db_name)
         yield env
     finally:
+        _forget_clients()
         svc.down(services)
         shutil.rmtree(services[0].home, ignore_errors=True)
         os.environ.clear()
         os.environ.update(saved)
+        get_settings.cache_clear()
+
+
+def _forget_clients() -> None:
+    """Drop every client this process cached for the stack about to stop (store clients, the
+    process-wide Celery app): the next bench module's stack has other ports."""
+    from fleet.store import close_clients
+
+    close_clients()
+    app_module = sys.modules.get("fleet.celery_app")
+    app = getattr(app_module, "_APP", None)
+    if app is not None:
+        app.close()
+        app_module._APP = None  # type: ignore[union-attr]
 
 
 def _drop(url: str, db_name: str) -> None:
