@@ -101,6 +101,7 @@ class Server:
             log_level="WARNING",
         )
         _register(self)
+        _reuse_initialization_options(self.mcp)
 
     def authenticate(self, token: str | None) -> tokens.Identity:
         """The identity ``token`` proves for an agent of this fleet, or :class:`TokenRejected`."""
@@ -258,6 +259,19 @@ def _register(server: Server) -> None:  # noqa: C901 - one short closure per too
             ctx, "report_usage", t.report_usage, tokens_in=tokens_in, tokens_out=tokens_out,
             cost_usd=cost_usd, model=model,
         )  # fmt: skip
+
+
+def _reuse_initialization_options(mcp: FastMCP) -> None:
+    """Build the server's initialization options once: the SDK rebuilds them for every
+    stateless request, reading the package's metadata each time (~0.6 ms per request)."""
+    low = mcp._mcp_server
+    build = low.create_initialization_options
+    options = build()
+
+    def once(*args: Any, **kwargs: Any) -> Any:
+        return build(*args, **kwargs) if args or kwargs else options
+
+    low.create_initialization_options = once  # type: ignore[method-assign]
 
 
 def serve(settings: Settings, transport: Transport, stdio_token: str | None = None) -> None:
