@@ -9,7 +9,6 @@ Each figure is a ratio against a baseline measured in the same run (metric names
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
@@ -132,8 +131,7 @@ METRICS = {
 
 def run(names: set[str]) -> None:
     logs = Path(tempfile.mkdtemp(prefix="fleet-bench-logs-"))
-    os.environ.update(FLEET_ENV)
-    with bench_stack() as env:
+    with bench_stack(extra=FLEET_ENV) as env:
         env = {**env, **FLEET_ENV}
         if "idle_heartbeat_vs_celery" in names:
             raw, idle, floor = bench_round_trip(env, logs)

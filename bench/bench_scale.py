@@ -22,7 +22,6 @@ Figures, each measured in this run (metric names in ``METRICS``):
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -177,8 +176,7 @@ def run(names: set[str]) -> None:
     from fleet.handoff import percentile
 
     logs = Path(tempfile.mkdtemp(prefix="fleet-bench-logs-"))
-    os.environ.update(FLEET_ENV)
-    with bench_stack() as env:
+    with bench_stack(extra=FLEET_ENV) as env:
         env = {**env, **FLEET_ENV}
         if names & {"drain_2_vs_1", "drain_4_vs_1"}:
             times = {n: drain(env, n, logs) for n in (1, 2, 4)}

@@ -12,13 +12,19 @@ from ..conftest import ROOT
 SCRIPT = """
 from bench.stack import bench_stack
 from bench.rawapp import sender
+from bench.bench_scale import FLEET_ENV
+from fleet.agents import get_registry
 from fleet.celery_app import get_app
+from fleet.pipeline import load_pipeline
 from fleet.settings import get_settings
 from fleet.store import database, redis_client
 
-for round in (1, 2):
-    with bench_stack() as env:
+default = load_pipeline(None).name
+for round, extra in ((1, FLEET_ENV), (2, None)):
+    with bench_stack(extra=extra) as env:
         assert get_settings().broker_url == env["FLEET_BROKER_URL"]
+        # a module's own fleet is its alone
+        assert (get_registry().pipeline.name == default) == (extra is None), get_registry().pipeline.name
         with sender() as raw:
             raw.send_task("raw.noop", queue="raw")
         get_app().send_task("fleet.heartbeat", args=["idler"], queue="bench")
