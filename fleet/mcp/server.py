@@ -155,7 +155,11 @@ class Server:
     def run(self, transport: Transport) -> None:
         """Serve until interrupted."""
         if transport == "stdio":
-            self.authenticate(self.stdio_token)  # a bad token: one clear error before serving
+            try:  # a bad token: recorded, and one clear error before serving anything
+                self.authenticate(self.stdio_token)
+            except TokenRejected as exc:
+                self.reject(exc, STDIO_SOURCE, {"method": "(start)"})
+                raise
             self.mcp.run("stdio")
             return
         config = uvicorn.Config(

@@ -224,3 +224,23 @@ def test_stdio_serves_one_local_agent_with_its_token(mcp_server: McpServer, db: 
     assert anyio.run(move)["stage"] == "source_validated"
     record = db[TRANSITIONS].find_one({"_id": f"{bet.bet_id}:1"})
     assert record is not None and record["agent"] == GATE
+
+
+def test_stdio_refuses_to_serve_with_a_bad_token(mcp_server: McpServer, db: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    forged = raw_token({"sub": GATE}, secret="another-secret-another-secret-0123456789")
+    env = {**os.environ, "FLEET_MCP_SECRET": mcp_server.settings.mcp_secret.get_secret_value(),  # type: ignore[union-attr]
+           "FLEET_MCP_TOKEN": forged}  # fmt: skip
+    ran = subprocess.run([sys.executable, "-m", "fleet.cli", "mcp", "--stdio"], cwd=ROOT, env=env,
+                         input="", capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert ran.returncode != 0 and "Traceback" not in ran.stderr
+    assert ran.stderr.strip().splitlines() == [
+        "error: token rejected: bad signature (forged or signed with another secret)"
+    ]
+    (rejected,) = rejected_calls(db)
+    assert (rejected["source"], rejected["claimed_agent"]) == ("stdio", GATE) and refusals(db) == []
