@@ -141,15 +141,14 @@ def test_no_page_is_wider_than_its_viewport_and_actions_stay_reachable(
         )
         shot(browser, f"{path.strip('/').split('?')[0].replace('/', '-') or 'root'}-{width}")
         assert page_w <= view_w, f"{path} is {page_w} px wide in a {view_w} px viewport"
-    # And each table's row action is on screen without scrolling the page
+    # And each table's row action is on screen without scrolling the page (found and measured
+    # in one script: the live part of a page is swapped every second)
+    measure = (
+        "const b = [...document.querySelectorAll('button')].find(e => e.textContent.trim() === arguments[0]);"
+        "if (!b) return null; const r = b.getBoundingClientRect(); return [r.left, r.right];"
+    )
     for path, button in (("/board", "close"), ("/agents", "heartbeat now")):
         browser.get(f"{server.url}{path}")
-        found = wait_for(
-            lambda b=button: [e for e in browser.find_elements(By.TAG_NAME, "button") if e.text == b],
-            10,
-            f"the {button} button",
-        )
-        left, right = browser.execute_script(
-            "const r = arguments[0].getBoundingClientRect(); return [r.left, r.right]", found[0]
-        )
+        found = wait_for(lambda b=button: browser.execute_script(measure, b), 10, f"the {button} button")
+        left, right = found  # type: ignore[misc]
         assert left >= 0 and right <= width, f"{button} on {path} is at {left}..{right} of {width} px"
