@@ -73,7 +73,7 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
         ("task_seq", [("task_id", 1), ("seq", 1)], False),
     ],
     HOLDS: [("agent_bet", [("agent", 1), ("bet_id", 1)], False)],
-    REJECTED_TOKENS: [("kind_at", [("kind", 1), ("at", 1)], False)],
+    REJECTED_TOKENS: [("at", [("at", 1)], False)],
 }
 
 #: Default and largest retention window (days) for what :mod:`fleet.retention` prunes.

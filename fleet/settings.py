@@ -34,7 +34,7 @@
 | FLEET_MCP_AUDIENCE     | fleet-mcp                        | the ``aud`` every token must name (this server); give each server its own when several share a secret |
 | FLEET_MCP_ISSUER       | fleet                            | the ``iss`` every token must carry (who mints them) |
 | FLEET_MCP_TOKEN_MAX_TTL_S | 86400 (a day)                 | longest token lifetime (``exp - iat``) the server accepts and ``fleet token`` mints |
-| FLEET_MCP_REJECTIONS_PER_MIN | 10                         | refused calls with a bad token stored one by one per source and minute; beyond, only counted |
+| FLEET_MCP_REJECTIONS_PER_MIN | 10                         | refused calls with a bad token stored one by one per source and minute (per server process); beyond, only counted |
 | FLEET_MCP_HOST         | 127.0.0.1                        | address `fleet mcp` listens on (streamable HTTP) |
 | FLEET_MCP_PORT         | 8765                             | port `fleet mcp` listens on |
 | FLEET_MCP_URL          | http://HOST:PORT/mcp             | where agents and heartbeats reach the MCP server |

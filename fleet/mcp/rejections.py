@@ -8,9 +8,8 @@ be X". Each goes to ``REJECTED_TOKENS`` as one of two kinds of document:
 - ``call``: one refused call (claimed name, source address, tool, reason), the first
   ``FLEET_MCP_REJECTIONS_PER_MIN`` per source and minute only, so a flood cannot fill
   the store;
-- ``count``: per source, claimed name and hour, how many of those were refused;
-- ``limit``: per source and minute, how many were refused in all (the limit's counter:
-  those past it are counted here only).
+- ``limit``: per source and minute, how many were refused in all once past the limit
+  (those past it are counted here only).
 
 Every string kept from such a call is cut to a fixed length.
 """
@@ -18,11 +17,12 @@ Every string kept from such a call is cut to a fixed length.
 from __future__ import annotations
 
 import json
+import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from pymongo import ReturnDocument
 from pymongo.database import Database
 
 from fleet.constants import REJECTED_TOKENS
@@ -34,9 +34,12 @@ from fleet.store import Document, reading, translated
 MAX_FIELD_CHARS = 200
 #: Longest refusal reason kept.
 MAX_REASON_CHARS = 300
+#: Sources counted in memory at once; past that the counts
+#: start over (a flood of addresses is still refused, and counted from then on).
+MAX_SOURCES = 10_000
 #: The claimed name stored when the token names none (or there was no token).
 NO_CLAIM = "(none)"
-CALL, COUNT, LIMIT = "call", "count", "limit"
+CALL, LIMIT = "call", "limit"
 #: The claimed name shown for calls past a source's limit (counted, never stored one by one).
 OVER_LIMIT = "(over the limit: counted only)"
 
@@ -51,54 +54,56 @@ class RejectedToken(BaseModel):
 
 
 class Rejections:
-    """Storing refused unauthenticated calls: each counted, the first few per source kept."""
+    """Storing refused unauthenticated calls: each counted, the first few per source kept.
+
+    The per-minute counts live in this process (exact: one lock), and each ``limit``
+    document has one writer, this process (its ``instance`` is in the ``_id``): FerretDB's
+    read-modify-write updates are not atomic, so a shared counter would lose counts under
+    concurrent calls. Readers add up every instance's documents. The limit holds per
+    server process.
+    """
 
     def __init__(self, db: Database[Document], per_minute: int) -> None:
         self.db = db
         self.per_minute = per_minute
+        self.instance = uuid.uuid4().hex[:12]
+        self._lock = threading.Lock()
+        self._minute: tuple[datetime, dict[str, int]] = (datetime.min.replace(tzinfo=UTC), {})
 
     def record(
         self, exc: TokenRejected, source: str, call: dict[str, Any], *, now: datetime | None = None
     ) -> bool:
         """Count the refused call; store it one by one unless ``source`` is over its limit
-        this minute (a counter in the store, so every server process shares it).
-        True when it was stored."""
+        this minute. True when it was stored."""
         now = now or datetime.now(UTC)
         claimed = cap(exc.agent, MAX_CLAIMED_CHARS) if exc.agent else NO_CLAIM
         source = cap(source, MAX_FIELD_CHARS)
-        if self._this_minute(source, now) > self.per_minute:
-            return False
-        hour = now.replace(minute=0, second=0, microsecond=0)
-        doc = {"kind": CALL, "claimed_agent": claimed, "source": source, "at": now,
-               "reason": cap(exc.reason, MAX_REASON_CHARS), **_bounded(call)}  # fmt: skip
-        with translated("rejected tokens: storing"):
-            self.db[REJECTED_TOKENS].insert_one(doc)
-            self.db[REJECTED_TOKENS].update_one(
-                {"_id": f"{COUNT}:{hour.isoformat()}:{source}:{claimed}"},
-                {
-                    "$inc": {"count": 1},
-                    "$set": {"last_at": now},
-                    "$setOnInsert": {"kind": COUNT, "claimed_agent": claimed, "source": source, "at": hour},
-                },
-                upsert=True,
-            )
-        return True
+        with self._lock:
+            minute, n = self._tick_minute(now, source)
+            if n > self.per_minute:  # past the limit: the source's counter only
+                fresh = {"kind": LIMIT, "source": source, "at": minute, "limit": self.per_minute}
+                self._put(f"{LIMIT}:{minute.isoformat()}:{self.instance}:{source}", fresh, n, now)
+                return False
+            doc = {"kind": CALL, "claimed_agent": claimed, "source": source, "at": now,
+                   "reason": cap(exc.reason, MAX_REASON_CHARS), **_bounded(call)}  # fmt: skip
+            with translated("rejected tokens: storing"):
+                self.db[REJECTED_TOKENS].insert_one(doc)
+            return True
 
-    def _this_minute(self, source: str, now: datetime) -> int:
-        """Refused calls from ``source`` in this minute, this one included."""
+    def _tick_minute(self, now: datetime, source: str) -> tuple[datetime, int]:
         minute = now.replace(second=0, microsecond=0)
+        if self._minute[0] != minute or len(self._minute[1]) >= MAX_SOURCES:
+            self._minute = (minute, {})  # a new minute (or a flood of sources): counts start over
+        seen = self._minute[1]
+        seen[source] = seen.get(source, 0) + 1
+        return minute, seen[source]
+
+    def _put(self, key: str, fresh: Document, count: int, now: datetime) -> None:
+        """Write this process's count for ``key`` (only this process writes it)."""
         with translated("rejected tokens: counting"):
-            doc = self.db[REJECTED_TOKENS].find_one_and_update(
-                {"_id": f"{LIMIT}:{minute.isoformat()}:{source}"},
-                {
-                    "$inc": {"count": 1},
-                    "$set": {"last_at": now},
-                    "$setOnInsert": {"kind": LIMIT, "source": source, "at": minute, "limit": self.per_minute},
-                },
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
+            self.db[REJECTED_TOKENS].replace_one(
+                {"_id": key}, {**fresh, "count": count, "last_at": now}, upsert=True
             )
-        return _int(doc["count"]) if doc else 1
 
 
 def _bounded(call: dict[str, Any]) -> dict[str, Any]:
@@ -136,20 +141,27 @@ def rejected_tokens(db: Database[Document], since: datetime, limit: int = 20) ->
     """Calls refused for a bad token since ``since``, per claimed name and source, most first
     (calls past a source's limit under the claimed name :data:`OVER_LIMIT`)."""
     totals: Totals = {}
-    hour = since.replace(minute=0, second=0, microsecond=0)
-    query = {"kind": {"$in": [COUNT, LIMIT]}, "at": {"$gte": hour}}
+    fields = {
+        "_id": 0,
+        "kind": 1,
+        "claimed_agent": 1,
+        "source": 1,
+        "at": 1,
+        "count": 1,
+        "limit": 1,
+        "last_at": 1,
+    }
+    minute = since.replace(second=0, microsecond=0)
     with reading(REJECTED_TOKENS):
-        docs = list(db[REJECTED_TOKENS].find(query, {"_id": 0}))
+        docs = list(db[REJECTED_TOKENS].find({"at": {"$gte": minute}}, fields))
     for doc in docs:
-        last, n = doc.get("last_at"), _int(doc.get("count"))
-        if not isinstance(last, datetime):
-            continue
-        if doc.get("kind") == LIMIT:
-            n, claimed = n - _int(doc.get("limit")), OVER_LIMIT
-        else:
-            claimed = str(doc.get("claimed_agent"))
-        if n > 0:
-            _add(totals, claimed, str(doc.get("source")), n, last)
+        at, last = doc.get("at"), doc.get("last_at")
+        if doc.get("kind") == CALL and isinstance(at, datetime):
+            _add(totals, str(doc.get("claimed_agent")), str(doc.get("source")), 1, at)
+        elif doc.get("kind") == LIMIT and isinstance(last, datetime):
+            over = _int(doc.get("count")) - _int(doc.get("limit"))
+            if over > 0:
+                _add(totals, OVER_LIMIT, str(doc.get("source")), over, last)
     return sorted(totals.values(), key=lambda r: (-r.count, r.claimed_agent, r.source))[:limit]
 
 

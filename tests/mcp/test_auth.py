@@ -156,3 +156,19 @@ def test_the_server_speaks_the_newest_protocol_the_sdk_offers_as_the_readme_says
     answer = post(mcp_server, mint(mcp_server.settings, GATE, 60), "initialize", hello)
     assert answer.json()["result"]["protocolVersion"] == LATEST_PROTOCOL_VERSION
     assert f"**{LATEST_PROTOCOL_VERSION}**" in (ROOT / "README.md").read_text()
+
+
+def test_concurrent_bad_calls_from_one_source_are_all_counted_and_the_limit_holds(db: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rejections = Rejections(db, per_minute=5)
+    now = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
+
+    def one(_: int) -> bool:
+        return rejections.record(TokenRejected("bad signature", GATE), "10.0.0.9", {}, now=now)
+
+    with ThreadPoolExecutor(8) as pool:
+        stored = list(pool.map(one, range(16)))
+    assert stored.count(True) == 5 and len(calls(db)) == 5
+    rows = {r.claimed_agent: r.count for r in rejected_tokens(db, now - timedelta(hours=1))}
+    assert rows == {GATE: 5, OVER_LIMIT: 11}
