@@ -54,6 +54,9 @@ class BearerAuth:
         self.app = app
         self.verify = verify
         self.record = record
+        # Records are written one at a time (fleet.mcp.rejections): a flood of bad tokens
+        # waits here, in the event loop, instead of taking the threads valid calls run in.
+        self._recording: anyio.CapacityLimiter | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,7 +70,8 @@ class BearerAuth:
             client = scope.get("client")
             source = str(client[0]) if client else "(unknown)"
             call = call_of(await _body(receive))
-            await anyio.to_thread.run_sync(self.record, exc, source, call)
+            self._recording = self._recording or anyio.CapacityLimiter(1)
+            await anyio.to_thread.run_sync(self.record, exc, source, call, limiter=self._recording)
             await _unauthorized(send, exc, token is None)
             return
         scope.setdefault("state", {})[IDENTITY_KEY] = identity
