@@ -9,7 +9,6 @@ Each figure is a ratio against a baseline measured in the same run (metric names
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
@@ -48,11 +47,15 @@ def bench_round_trip(env: dict[str, str], logs: Path) -> tuple[float, float, flo
     tasks in turn: a task sent the moment the other worker replied would pay for that
     worker's trailing work (its ack, its events) and make the baseline look slower.
     """
-    from bench.rawapp import app as raw
+    from bench.rawapp import sender
     from fleet.app.celery_app import make_app
     from fleet.settings import load_settings
 
-    fleet_app = make_app(load_settings())
+    with sender() as raw, make_app(load_settings()) as fleet_app:
+        return _idle_times(env, logs, raw, fleet_app)
+
+
+def _idle_times(env: dict[str, str], logs: Path, raw: Any, fleet_app: Any) -> tuple[float, float, float]:
     kinds = {
         "raw": lambda: raw.send_task("raw.noop", queue="raw"),
         "fleet": lambda: fleet_app.send_task("fleet.heartbeat", args=["idler"], queue="bench"),
@@ -129,8 +132,7 @@ METRICS = {
 
 def run(names: set[str]) -> None:
     logs = Path(tempfile.mkdtemp(prefix="fleet-bench-logs-"))
-    os.environ.update(FLEET_ENV)
-    with bench_stack() as env:
+    with bench_stack(extra=FLEET_ENV) as env:
         env = {**env, **FLEET_ENV}
         if "idle_heartbeat_vs_celery" in names:
             raw, idle, floor = bench_round_trip(env, logs)

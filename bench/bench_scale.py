@@ -22,7 +22,6 @@ Figures, each measured in this run (metric names in ``METRICS``):
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -127,14 +126,14 @@ def drain(env: dict[str, str], workers: int, logs: Path, io_s: float = DRAIN_IO_
 
 def raw_drain(env: dict[str, str], workers: int, logs: Path) -> float:
     """Seconds for ``workers`` raw Celery workers (same pool) to run DRAIN_BETS tasks of DRAIN_IO_S."""
-    from bench.rawapp import RAW_DONE_KEY
-    from bench.rawapp import app as raw
+    from bench.rawapp import RAW_DONE_KEY, sender
     from fleet.settings import load_settings
     from fleet.store import redis_client
 
     client = redis_client(load_settings().broker_url)
     client.flushdb()
     with ExitStack() as stack:
+        raw = stack.enter_context(sender())
         for n in range(workers):
             log = logs / f"raw{workers}-{n}.log"
             stack.enter_context(worker("bench.rawapp", "raw", CONCURRENCY, env, log, pool=POOL))
@@ -177,8 +176,7 @@ def run(names: set[str]) -> None:
     from fleet.runtime.handoff import percentile
 
     logs = Path(tempfile.mkdtemp(prefix="fleet-bench-logs-"))
-    os.environ.update(FLEET_ENV)
-    with bench_stack() as env:
+    with bench_stack(extra=FLEET_ENV) as env:
         env = {**env, **FLEET_ENV}
         if names & {"drain_2_vs_1", "drain_4_vs_1"}:
             times = {n: drain(env, n, logs) for n in (1, 2, 4)}

@@ -1,5 +1,10 @@
 """A raw Celery app: a no-op task (the heartbeat baseline), the floor of any recorded heartbeat,
-and an I/O task (the drain baseline)."""
+and an I/O task (the drain baseline).
+
+Its workers (``celery -A bench.rawapp``) read the broker from their environment at start.
+The bench process sends through :func:`sender`, made afresh for the stack that is up: an
+app kept from an earlier bench module would point at a Redis that has since stopped.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,27 @@ from typing import Any
 import redis
 from celery import Celery
 
-app = Celery("raw", broker=os.environ["FLEET_BROKER_URL"], backend=os.environ["FLEET_BROKER_URL"])
-app.conf.update(
-    task_acks_late=True,
-    worker_prefetch_multiplier=1,
-    task_default_queue="raw",
-    broker_connection_retry_on_startup=True,
-)
+CONF: dict[str, Any] = {
+    "task_acks_late": True,
+    "worker_prefetch_multiplier": 1,
+    "task_default_queue": "raw",
+    "broker_connection_retry_on_startup": True,
+}
+
+
+def _app(name: str) -> Celery:
+    broker = os.environ["FLEET_BROKER_URL"]
+    made = Celery(name, broker=broker, backend=broker, set_as_current=False)
+    made.conf.update(CONF)
+    return made
+
+
+app = _app("raw")
+
+
+def sender() -> Celery:
+    """A client app for the raw tasks over the current stack's broker (close it when done)."""
+    return _app("raw-sender")
 
 
 @app.task(name="raw.noop")
@@ -46,15 +65,15 @@ def floor(token: str) -> None:
 
 
 def _store() -> Any:
-    global _STORE
-    if _STORE is None:
+    url = os.environ["FLEET_MONGO_URL"]
+    if url not in _STORES:  # keyed by URL: a store of another stack is never reused
         from pymongo import MongoClient
 
-        _STORE = MongoClient(os.environ["FLEET_MONGO_URL"])[os.environ["FLEET_MONGO_DB"]]["raw_floor"]
-    return _STORE
+        _STORES[url] = MongoClient(url)[os.environ["FLEET_MONGO_DB"]]["raw_floor"]
+    return _STORES[url]
 
 
-_STORE: Any = None
+_STORES: dict[str, Any] = {}
 
 
 def _counter() -> redis.Redis:

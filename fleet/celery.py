@@ -11,8 +11,11 @@ instead of Celery's "Unable to load celery application" traceback.
 from __future__ import annotations
 
 import sys
+from types import TracebackType
 
 from celery import Celery
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from fleet.app.celery_app import get_app
 from fleet.ops.doctor import Check, catalogue_check, pipeline_check, protocols_check, settings_check
@@ -49,4 +52,34 @@ def checked_app() -> Celery:
     return get_app()
 
 
+def _unreachable_broker(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """An uncaught "cannot reach Redis" (``celery call`` with the broker down) as one line."""
+    if _is_unreachable(exc):
+        from fleet.errors import first_line
+        from fleet.settings import get_settings, mask_url
+
+        where = mask_url(get_settings().broker_url)
+        cause = first_line(_root(exc))
+        print(f"error: cannot reach the broker at {where} (FLEET_BROKER_URL): {cause}", file=sys.stderr)
+        return
+    _default_hook(kind, exc, tb)
+
+
+def _root(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        if isinstance(exc, RedisConnectionError):
+            return exc
+    return exc
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    # Celery's result store ends its reconnects with a bare RuntimeError caused by Redis's.
+    return isinstance(exc, OperationalError | RedisConnectionError) or (
+        isinstance(exc, RuntimeError) and isinstance(_root(exc), RedisConnectionError)
+    )
+
+
+_default_hook = sys.excepthook
+sys.excepthook = _unreachable_broker
 app = checked_app()

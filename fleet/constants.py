@@ -30,6 +30,9 @@ TASK_EVENTS: Final = "task_events"
 USAGE: Final = "usage"
 #: Bets an agent is no longer offered after refusing too often; ``_id = "<agent>:<bet>:<seq>"``.
 HOLDS: Final = "holds"
+#: MCP calls refused for a token that did not verify: per-call documents (rate-limited per
+#: source) and per-hour counts per claimed name and source (see fleet.mcp.rejections).
+REJECTED_TOKENS: Final = "rejected_tokens"
 #: End-to-end probes: a worker writes one when it runs `fleet.probe` (doctor, smoke test).
 PROBES: Final = "probes"
 #: One document per (beat entry, slot) a beat sent, ``_id = "<entry>@<slot ms>"``: the insert is
@@ -51,6 +54,7 @@ COLLECTIONS: Final = (
     BEAT_SLOTS,
     HOLDS,
     USAGE,
+    REJECTED_TOKENS,
 )
 
 #: Index definitions per collection: (name, [(field, direction)], unique).
@@ -78,6 +82,7 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
         ("task_seq", [("task_id", 1), ("seq", 1)], False),
     ],
     HOLDS: [("agent_bet", [("agent", 1), ("bet_id", 1)], False)],
+    REJECTED_TOKENS: [("at", [("at", 1)], False)],
 }
 
 #: Default and largest retention window (days) for what :mod:`fleet.ops.retention` prunes.
@@ -92,6 +97,7 @@ TTL_FIELDS: Final = {
     PROBES: "at",
     BEAT_SLOTS: "at",
     USAGE: "at",
+    REJECTED_TOKENS: "at",
 }
 
 #: The expression FerretDB v1.24's SQLite backend filters ``_id`` with, and the suffix of the

@@ -25,11 +25,16 @@
 | FLEET_WAKE_MAX_CONCURRENT | 8                             | no wake is sent while this many heartbeats run or wait to start, fleet-wide |
 | FLEET_WAKE_EXPIRES_S   | 60                               | a wake not started within this long is dropped (the schedule still runs) |
 | FLEET_BEAT_LOCK_TTL_S  | 10                               | a dead active beat's lock lapses after this long; a standby then takes over |
-| FLEET_FLOWER_PORT      | 5555                             | Flower's port (bound to 127.0.0.1) |
+| FLEET_FLOWER_PORT      | 5555                             | Flower's port (``flowerconfig.py`` passes it to Flower) |
+| FLEET_FLOWER_ADDRESS   | 127.0.0.1                        | address Flower binds (``flowerconfig.py``); keep it on loopback unless a proxy guards it |
 | FLEET_FLOWER_USER      | fleet                            | Flower basic-auth user |
 | FLEET_FLOWER_PASSWORD  | (none: Flower refuses to start; the demo uses ``fleet``) | Flower basic-auth password, read from the environment (never argv) |
 | FLEET_MCP_SECRET       | (unset: `fleet mcp` generates FLEET_HOME/mcp_secret) | HMAC key (32+ bytes) signing agent tokens; never logged or printed; set it when the fleet spans hosts |
 | FLEET_MCP_KEY_ID       | k1                               | id of the current signing key; change it with the secret to rotate (older tokens stop working) |
+| FLEET_MCP_AUDIENCE     | fleet-mcp                        | the ``aud`` every token must name (this server); give each server its own when several share a secret |
+| FLEET_MCP_ISSUER       | fleet                            | the ``iss`` every token must carry (who mints them) |
+| FLEET_MCP_TOKEN_MAX_TTL_S | 86400 (a day)                 | longest token lifetime (``exp - iat``) the server accepts and ``fleet token`` mints |
+| FLEET_MCP_REJECTIONS_PER_MIN | 10                         | refused calls with a bad token stored one by one per source and minute (per server process); beyond, only counted |
 | FLEET_MCP_HOST         | 127.0.0.1                        | address `fleet mcp` listens on (streamable HTTP) |
 | FLEET_MCP_PORT         | 8765                             | port `fleet mcp` listens on |
 | FLEET_MCP_URL          | http://HOST:PORT/mcp             | where agents and heartbeats reach the MCP server |
@@ -90,10 +95,15 @@ class Settings(BaseSettings):
     wake_expires_s: float = Field(default=60.0, ge=1.0, le=86400.0)
     beat_lock_ttl_s: float = Field(default=10.0, ge=1.0, le=3600.0)
     flower_port: int = Field(default=5555, gt=0, lt=65536)
+    flower_address: str = "127.0.0.1"
     flower_user: str = "fleet"
     flower_password: str | None = None
     mcp_secret: SecretStr | None = None  # SecretStr: repr() and logs show ********
     mcp_key_id: str = Field(default="k1", min_length=1, max_length=64)
+    mcp_audience: str = Field(default="fleet-mcp", min_length=1, max_length=200)
+    mcp_issuer: str = Field(default="fleet", min_length=1, max_length=200)
+    mcp_token_max_ttl_s: float = Field(default=86400.0, ge=1.0, le=30 * 86400.0)
+    mcp_rejections_per_min: int = Field(default=10, ge=0, le=10000)
     mcp_host: str = "127.0.0.1"
     mcp_port: int = Field(default=8765, gt=0, lt=65536)
     mcp_url: str | None = None
@@ -142,8 +152,9 @@ class Settings(BaseSettings):
 
     @property
     def flower_url(self) -> str:
-        """Where Flower answers (the Procfile binds it to loopback)."""
-        return f"http://127.0.0.1:{self.flower_port}/"
+        """Where Flower answers (a wildcard bind is shown as loopback)."""
+        host = "127.0.0.1" if self.flower_address in {"0.0.0.0", "::", ""} else self.flower_address
+        return f"http://{host}:{self.flower_port}/"
 
     @property
     def local_redis(self) -> bool:

@@ -18,8 +18,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("store", ("fleet.store",)),
     ("definitions", ("fleet.definitions",)),
     ("ledger and board", ("fleet.ledger", "fleet.board")),
-    # The MCP client side (agent tokens, the tools check) is what external agents use.
-    ("mcp client", ("fleet.mcp.tokens", "fleet.mcp.client")),
+    # MCP identity: agent tokens and the tools check (what external agents use), and the
+    # record of calls whose token did not verify (what the read side counts).
+    ("mcp identity", ("fleet.mcp.tokens", "fleet.mcp.client", "fleet.mcp.rejections")),
     ("agents", ("fleet.agents",)),
     ("app", ("fleet.app",)),
     ("runtime", ("fleet.runtime",)),

@@ -55,13 +55,25 @@ def visibility_timeout(registry: Registry | None = None) -> int:
     return int(longest) + REDELIVERY_MARGIN_S
 
 
+#: Reconnects to the result store before a caller gives up (Celery's default: 20 of 1 s each).
+RESULT_RECONNECT_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+#: Seconds to wait for a TCP connection to the result store's Redis (an unroutable host).
+REDIS_CONNECT_TIMEOUT_S = 5
+
+
 def _config(settings: Settings) -> dict[str, Any]:
     redelivery = visibility_timeout()
     return {
         # Results (for `celery call` users) in Redis, kept a day; the record of truth is MongoDB.
         "result_backend": settings.broker_url,
         "result_expires": 86400,
-        "result_backend_transport_options": {"visibility_timeout": redelivery},
+        # A caller (`celery call`, `.get()`) that cannot reach Redis fails in ~2 s, not after
+        # Celery's 20 reconnects of 1 s to the result store (workers ignore results anyway).
+        "result_backend_transport_options": {
+            "visibility_timeout": redelivery,
+            "retry_policy": RESULT_RECONNECT_POLICY,
+        },
+        "redis_socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
         "task_ignore_result": True,
         "task_serializer": "json",
         "accept_content": ["json"],

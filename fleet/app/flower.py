@@ -1,4 +1,4 @@
-"""Flower's basic-auth credentials, from fleet's settings, never on a command line.
+"""Flower's address, port and basic-auth credentials, from fleet's settings, never on a command line.
 
 A password on argv is visible to every user of the host (``ps``), so the Procfile and
 the demo start Flower with ``--conf=flowerconfig.py`` (the repository's top level; also
@@ -13,6 +13,12 @@ from pathlib import Path
 
 from fleet.errors import BadArgument, ConfigError
 from fleet.settings import DEMO_PASSWORD, Settings, get_settings
+
+
+def options(settings: Settings | None = None) -> tuple[str, int, list[str]]:
+    """Flower's ``address``, ``port`` and ``basic_auth`` options, read from the settings."""
+    settings = settings or get_settings()
+    return settings.flower_address, settings.flower_port, basic_auth(settings)
 
 
 def basic_auth(settings: Settings | None = None) -> list[str]:

@@ -37,6 +37,7 @@ from fleet.definitions.catalogue import Registry, get_registry
 from fleet.definitions.pipeline import Pipeline, fill_seed_fields
 from fleet.definitions.protocols import load_protocols
 from fleet.errors import BadArgument
+from fleet.mcp.rejections import RejectedToken
 from fleet.runtime import wake
 from fleet.runtime.handoff import HANDOFF_WINDOW_H, Handoff
 from fleet.store import ensure_indexes
@@ -101,7 +102,9 @@ def status_view(s: queries.Status, noun: str) -> RenderableType:
     grid = Table.grid(padding=(0, 4))
     grid.add_row(_stages_view(s.stages, noun), Group(_throughput_view(s.throughput), _queues_view(s.queues)))
     moves = _refused_moves_view(s.refused_moves)
-    return Group(*lines, "", grid, handoff_view(s.handoffs), moves, _refusals_view(s.refusals, noun))
+    rejected = _rejected_tokens_view(s.rejected_tokens)
+    refused = _refusals_view(s.refusals, noun)
+    return Group(*lines, "", grid, handoff_view(s.handoffs), moves, refused, rejected)
 
 
 def handoff_view(rows: Iterable[Handoff]) -> RenderableType:
@@ -142,6 +145,16 @@ def _refused_moves_view(moves: list[queries.RefusedMove]) -> RenderableType:
     view = table("agent", "move", "refusals", "items", "held back")
     for m in moves:
         add(view, m.agent, m.move, str(m.refusals), str(m.bets), str(m.held))
+    return section(title, view)
+
+
+def _rejected_tokens_view(rows: list[RejectedToken]) -> RenderableType:
+    title = "MCP calls with a bad token (someone claiming to be an agent), last 24 h"
+    if not rows:
+        return section(f"{title}: none")
+    view = table("claimed agent", "source", "calls", "last")
+    for r in rows:
+        add(view, r.claimed_agent, r.source, str(r.count), when(r.last_at))
     return section(title, view)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 import anyio
@@ -38,12 +39,25 @@ def result_data(result: CallToolResult) -> Any:
     return json.loads(text) if text else None
 
 
+async def _refused(response: httpx.Response) -> None:
+    """Turn the server's ``401`` (a missing or rejected token) into one :class:`ToolCallError`."""
+    if response.status_code != HTTPStatus.UNAUTHORIZED:
+        return
+    await response.aread()
+    try:
+        why = str(response.json().get("error_description") or "")
+    except ValueError:
+        why = ""
+    raise ToolCallError(why or "token rejected (HTTP 401)")
+
+
 @asynccontextmanager
 async def session(url: str, token: str, timeout: float = 30.0) -> AsyncIterator[ClientSession]:
     """An initialized SDK session to ``url`` acting as the token's agent."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    hooks = {"response": [_refused]}
     async with (
-        httpx.AsyncClient(headers=headers, timeout=timeout) as http,
+        httpx.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks) as http,
         streamable_http_client(url, http_client=http) as (read, write, _),
         ClientSession(read, write) as client,
     ):

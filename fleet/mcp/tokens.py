@@ -1,8 +1,11 @@
 """Agent identity: short-lived signed bearer tokens, each naming exactly one agent.
 
-A token is a JWT (HS256, PyJWT) with ``sub`` = the agent, ``exp``/``iat``, an optional
-``hb`` (the heartbeat that minted it) and an optional ``bets`` scope (the bet ids it may
-touch). Its header carries ``kid``, the id of the signing key: only the current key
+A token is a JWT (HS256, PyJWT) with ``sub`` = the agent, ``exp``/``iat``, ``aud`` (the
+server it is for, ``FLEET_MCP_AUDIENCE``), ``iss`` (who minted it, ``FLEET_MCP_ISSUER``), an
+optional ``hb`` (the heartbeat that minted it) and an optional ``bets`` scope (the bet ids it
+may touch). The server refuses a token whose lifetime (``exp - iat``) exceeds
+``FLEET_MCP_TOKEN_MAX_TTL_S`` (a day), whatever signed it (a leaked token must die on its
+own). Its header carries ``kid``, the id of the signing key: only the current key
 (``FLEET_MCP_KEY_ID`` + ``FLEET_MCP_SECRET``) is accepted, so changing both rotates every
 outstanding token out. The secret comes from settings (or, for a local fleet, a generated
 file under FLEET_HOME) and is never logged or printed.
@@ -26,8 +29,8 @@ from fleet.settings import Settings
 ALGORITHM = "HS256"
 #: Clock skew tolerated between the minting and the checking host, seconds.
 LEEWAY_S = 5
-#: Longest lifetime a token may be given (a day): a leaked token must die on its own.
-MAX_TTL_S = 86400
+#: Longest claimed agent name kept from a token that did not verify (the rest is cut).
+MAX_CLAIMED_CHARS = 64
 #: The generated secret of a local fleet, under FLEET_HOME (see :func:`ensure_secret`).
 SECRET_FILENAME = "mcp_secret"
 #: Shortest usable secret: HS256 keys under 32 bytes are brute-forceable (RFC 7518 3.2).
@@ -106,10 +109,17 @@ def mint(
     bets: Iterable[str] | None = None,
 ) -> str:
     """A token naming ``agent`` for ``ttl_s`` seconds, optionally scoped to ``bets``."""
-    if not 0 < ttl_s <= MAX_TTL_S:
-        raise ConfigError(f"token lifetime must be in (0, {MAX_TTL_S}] seconds, got {ttl_s}")
+    longest = settings.mcp_token_max_ttl_s
+    if not 0 < ttl_s <= longest:
+        raise ConfigError(f"token lifetime must be in (0, {longest:g}] seconds, got {ttl_s:g}")
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": agent, "iat": now, "exp": now + int(max(ttl_s, 1))}
+    claims: dict[str, Any] = {
+        "sub": agent,
+        "iat": now,
+        "exp": now + int(max(ttl_s, 1)),
+        "aud": settings.mcp_audience,
+        "iss": settings.mcp_issuer,
+    }
     if heartbeat_id is not None:
         claims["hb"] = heartbeat_id
     if bets is not None:
@@ -134,15 +144,31 @@ def verify(settings: Settings, token: str | None) -> Identity:
             _secret(settings),
             algorithms=[ALGORITHM],
             leeway=LEEWAY_S,
-            options={"require": ["sub", "exp", "iat"]},
+            audience=settings.mcp_audience,
+            issuer=settings.mcp_issuer,
+            options={"require": ["sub", "exp", "iat", "aud", "iss"]},
         )
     except jwt.ExpiredSignatureError:
         raise TokenRejected("expired", claimed) from None
     except jwt.InvalidSignatureError:
         raise TokenRejected("bad signature (forged or signed with another secret)", claimed) from None
+    except jwt.InvalidAudienceError:
+        raise TokenRejected(f"not for this server (aud must be {settings.mcp_audience!r})", claimed) from None
+    except jwt.InvalidIssuerError:
+        raise TokenRejected(f"unknown issuer (iss must be {settings.mcp_issuer!r})", claimed) from None
     except jwt.InvalidTokenError as exc:
-        raise TokenRejected(f"invalid token: {exc}", claimed) from None
+        raise TokenRejected(f"invalid token: {str(exc)[:200]}", claimed) from None
+    _check_lifetime(settings, claims, claimed)
     return _identity(claims, claimed)
+
+
+def _check_lifetime(settings: Settings, claims: dict[str, Any], claimed: str | None) -> None:
+    """Refuse a token minted to live longer than this server allows (a leak must expire)."""
+    exp, iat = claims["exp"], claims["iat"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat)):
+        raise TokenRejected("exp and iat must be integers", claimed)
+    if exp - iat > settings.mcp_token_max_ttl_s:
+        raise TokenRejected(f"lifetime over the server's {settings.mcp_token_max_ttl_s:g} s limit", claimed)
 
 
 def _identity(claims: dict[str, Any], claimed: str | None) -> Identity:
@@ -150,7 +176,7 @@ def _identity(claims: dict[str, Any], claimed: str | None) -> Identity:
     if not isinstance(agent, str) or not agent:
         raise TokenRejected("the token names no agent", claimed)
     if bets is not None and not (isinstance(bets, list) and all(isinstance(b, str) for b in bets)):
-        raise TokenRejected("malformed bet scope", agent)
+        raise TokenRejected("malformed bet scope", claimed)
     hb = claims.get("hb")
     return Identity(
         agent=agent,
@@ -161,9 +187,15 @@ def _identity(claims: dict[str, Any], claimed: str | None) -> Identity:
 
 
 def claimed_agent(token: str) -> str | None:
-    """The agent a token claims to be, without checking it: only for recording a refusal."""
+    """The agent a token claims to be, unchecked and cut to :data:`MAX_CLAIMED_CHARS`:
+    only for recording a refusal."""
     try:
         sub = jwt.decode(token, options={"verify_signature": False}).get("sub")
     except jwt.InvalidTokenError:
         return None
-    return sub if isinstance(sub, str) else None
+    return cap(sub, MAX_CLAIMED_CHARS) if isinstance(sub, str) else None
+
+
+def cap(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters (marked with a trailing ``…`` when cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -52,7 +52,7 @@ class FleetTools:
             raise TokenRejected(f"unknown agent {identity.agent!r}", identity.agent)
 
     def record_refusal(self, tool: str, exc: TokenRejected, args: dict[str, Any], hb: str | None) -> None:
-        """Store a refused call with the identity it claimed (unverified when the token was bad)."""
+        """Store a refused call of a verified agent (a bad token is not one: fleet.mcp.rejections)."""
         seq = args.get("expected_seq")
         self.enforcer.ledger.refuse(
             Refusal(

@@ -3,7 +3,7 @@
 Past the window (``FLEET_RETENTION_DAYS``, default 14) the ops watchdog
 (:func:`fleet.ops.ceo.watchdog`) and ``fleet prune`` delete:
 
-- heartbeat records, refusals and probes older than the window (on MongoDB also
+- heartbeat records, refusals, rejected-token records and probes older than the window (on MongoDB also
   expired by TTL indexes, see :mod:`fleet.store.indexes`);
 - failures older than the window, unless the bet is still at the seq they counted
   against (the stranded audit counts a live bet's failures at its current seq);
@@ -40,6 +40,7 @@ from fleet.constants import (
     HOLDS,
     PROBES,
     REFUSALS,
+    REJECTED_TOKENS,
     TASK_EVENTS,
     TASKS,
     USAGE,
@@ -75,6 +76,7 @@ def prune(db: Database[Doc], window: timedelta, now: datetime, *, dry_run: bool 
             HEARTBEATS: _older(db, HEARTBEATS, "started_at", cutoff),
             HEARTBEAT_PARTS: _older(db, HEARTBEAT_PARTS, "started_at", cutoff),
             REFUSALS: _older(db, REFUSALS, "at", cutoff),
+            REJECTED_TOKENS: _older(db, REJECTED_TOKENS, "at", cutoff),
             PROBES: _older(db, PROBES, "at", cutoff),
             BEAT_SLOTS: _older(db, BEAT_SLOTS, "at", cutoff),
             USAGE: _older(db, USAGE, "at", cutoff),  # budgets read only today's

@@ -17,6 +17,7 @@ from fleet.definitions.catalogue import Registry
 from fleet.definitions.protocols import LoadedProtocols, load_protocols
 from fleet.errors import ProtocolError
 from fleet.ledger import Enforcer
+from fleet.mcp.rejections import REJECTED_WINDOW, RejectedToken, rejected_tokens
 from fleet.queries.activity import (
     Peak,
     RefusalSummary,
@@ -92,6 +93,9 @@ class Status(Model):
     handoffs: list[Handoff] = []
     #: Reported usage cost per agent since midnight UTC (agents that reported any).
     spend_today: dict[str, float] = {}
+    #: MCP calls refused for a bad token (last 24 h) per claimed name and source: someone
+    #: trying to be that agent, not the agent's own refusals.
+    rejected_tokens: list[RejectedToken] = []
 
 
 def status_report(
@@ -118,6 +122,7 @@ def status_report(
         queues=queue_depths(broker_url, queue_names(registry)),
         peak=peak_concurrency(db, now - PEAK_WINDOW),
         handoffs=handoffs(db, now - timedelta(hours=HANDOFF_WINDOW_H)),
+        rejected_tokens=rejected_tokens(db, now - REJECTED_WINDOW),
     )
 
 

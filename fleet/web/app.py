@@ -228,15 +228,21 @@ async def close_post(request: Request) -> Response:
     return RedirectResponse(f"/board?{urlencode({'closed': task.task_id})}", status_code=303)
 
 
+#: What the schedule chart's bars are; its legend says the same words.
+SCHEDULE_CHART_LABEL = "peak heartbeats running at once in each hour of the fleet's day"
+
+
 def schedule_page(request: Request) -> Response:
     c = console_of(request)
     view = data.schedule_view(c.src, now())
     chart = hours_chart(
         [h.peak_running for h in view.computed.hours],
         [h.peak_running for h in view.observed],
-        "heartbeats running at once per hour: computed and observed",
+        SCHEDULE_CHART_LABEL,
     )
-    return c.page(request, "schedule.html", view=view, chart=chart, active="schedule")
+    return c.page(
+        request, "schedule.html", view=view, chart=chart, chart_label=SCHEDULE_CHART_LABEL, active="schedule"
+    )
 
 
 def metrics_endpoint(request: Request) -> Response:

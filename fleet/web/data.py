@@ -30,6 +30,7 @@ from fleet.definitions.catalogue import Registry
 from fleet.definitions.protocols import load_protocols
 from fleet.errors import ProtocolError
 from fleet.ledger import Enforcer
+from fleet.mcp.rejections import REJECTED_WINDOW, RejectedToken, rejected_tokens
 from fleet.queries import figures
 from fleet.runtime.locks import held_locks
 from fleet.settings import Settings
@@ -146,6 +147,7 @@ class PipelineView:
     refused_last_hour: int
     refusals: report.RefusalSummary
     refused_moves: list[report.RefusedMove]
+    rejected_tokens: list[RejectedToken]
     open_tasks: int
     audit_error: str | None
 
@@ -180,6 +182,7 @@ def pipeline_view(src: Sources, now: datetime, found: Audits | None = None) -> P
         refused_last_hour=flow.refused,
         refusals=report.refusal_summary(src.db, src.enforcer, 5),
         refused_moves=report.refused_moves(src.db, now - FLOW_WINDOW),
+        rejected_tokens=rejected_tokens(src.db, now - REJECTED_WINDOW),
         open_tasks=len(src.board.open_tasks()),
         audit_error=found.error,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -84,6 +85,31 @@ def test_flower_reports_the_fleet_queue_lengths_with_basic_auth(flower, redis) -
     # And refuses without credentials, or with wrong ones
     assert get(flower, "/api/queues/length", None)[0] == 401
     assert get(flower, "/api/queues/length", "ops:wrong")[0] == 401
+
+
+def test_flower_started_the_procfiles_way_listens_on_the_configured_port(stack, tmp_path) -> None:
+    # Given the Procfile's flower line (no --port or --address: flowerconfig.py reads settings)
+    line = next(x for x in (ROOT / "Procfile").read_text().splitlines() if x.startswith("flower:"))
+    argv = shlex.split(line.split(":", 1)[1])
+    assert argv[0] == "celery" and not any(a.startswith(("--port", "--address")) for a in argv)
+    port = free_port()
+    env = {**os.environ, **stack.env, **TEST_FLEET_ENV, "FLEET_FLOWER_PORT": str(port),
+           "FLEET_FLOWER_ADDRESS": "127.0.0.1", "FLEET_FLOWER_PASSWORD": "s3cret"}  # fmt: skip
+    # When it starts with FLEET_FLOWER_PORT set
+    with (tmp_path / "flower.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *argv, f"--db={tmp_path / 'flower.db'}"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        # Then Flower answers on that port, behind basic auth
+        wait_for(lambda: get(port, "/api/queues/length", "fleet:s3cret")[0] == 200 or proc.poll() is not None,
+                 60, "Flower on FLEET_FLOWER_PORT")  # fmt: skip
+        assert proc.poll() is None, (tmp_path / "flower.log").read_text()
+        assert get(port, "/api/queues/length", None)[0] == 401
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
 
 
 def test_flower_refuses_to_start_without_a_password(stack, tmp_path) -> None:

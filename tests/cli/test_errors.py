@@ -75,6 +75,25 @@ def test_an_unreachable_broker(db: Database[Document], args: list[str]) -> None:
     assert_one_line_error(run_cli(*args, FLEET_BROKER_URL=closed), "FLEET_BROKER_URL", "cannot reach")
 
 
+def test_celery_call_with_the_broker_down_is_one_line_and_gives_up_soon(stack: object) -> None:
+    import subprocess
+    import sys
+
+    from fleet.app.celery_app import make_app
+    from fleet.settings import load_settings
+
+    from .conftest import ROOT, Ran, cli_env
+
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    cmd = [sys.executable, "-m", "celery", "-A", "fleet", "call", "fleet.probe"]
+    done = subprocess.run(cmd, cwd=ROOT, env=cli_env(FLEET_BROKER_URL=closed), capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert_one_line_error(Ran(done.returncode, done.stdout, done.stderr), "FLEET_BROKER_URL", "cannot reach")
+    # Few reconnects to the result store (Celery's default is 20, one second apart)
+    policy = make_app(load_settings()).conf.result_backend_transport_options["retry_policy"]
+    assert policy["max_retries"] <= 2 and policy["interval_max"] <= 1
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "args"),
     [

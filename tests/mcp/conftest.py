@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from pydantic import SecretStr
@@ -52,7 +53,10 @@ def _answers(port: int) -> bool:
 def mcp_server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[McpServer]:
     """``fleet mcp`` on a free port, with the default pipeline and catalogue."""
     port = svc.free_port()
-    env = {**os.environ, **stack.env, "FLEET_MCP_SECRET": SECRET, "FLEET_MCP_PORT": str(port)}
+    # Every test's bad calls come from 127.0.0.1 within a minute or so: the per-source limit
+    # (a count in the server process) is set high here and tested on its own.
+    env = {**os.environ, **stack.env, "FLEET_MCP_SECRET": SECRET, "FLEET_MCP_PORT": str(port),
+           "FLEET_MCP_REJECTIONS_PER_MIN": "10000"}  # fmt: skip
     log = tmp_path_factory.mktemp("mcp") / "mcp.log"
     with log.open("wb") as out:
         cmd = [sys.executable, "-c", "from fleet.cli import main; main()", "mcp"]
@@ -76,8 +80,22 @@ def raw_token(claims: dict[str, Any], secret: str = SECRET, kid: str = "k1") -> 
     """A token built by hand (expired, forged, old key id) to see the server refuse it."""
     now = int(time.time())
     return jwt.encode(
-        {"iat": now, "exp": now + 60, **claims}, secret, algorithm="HS256", headers={"kid": kid}
+        {"iat": now, "exp": now + 60, "aud": "fleet-mcp", "iss": "fleet", **claims},
+        secret,
+        algorithm="HS256",
+        headers={"kid": kid},
     )
+
+
+def post(
+    server: McpServer, token: str | None, method: str, params: dict[str, Any] | None = None
+) -> httpx.Response:
+    """One JSON-RPC request to the server as raw HTTP (stateless: no session needed)."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    message = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}
+    return httpx.post(server.url, json=message, headers=headers, timeout=30)
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ import anyio
 import pytest
 from pymongo.database import Database
 
-from fleet.constants import REFUSALS, TRANSITIONS, USAGE
+from fleet.constants import REFUSALS, REJECTED_TOKENS, TRANSITIONS, USAGE
 from fleet.definitions.pipeline import load_pipeline
 from fleet.ledger import Bet, Enforcer
 from fleet.mcp import client
 from fleet.mcp.client import ToolCallError
 from fleet.mcp.tokens import mint
 from fleet.store import Document
-from tests.mcp.conftest import McpServer, raw_token
+from tests.mcp.conftest import McpServer, post, raw_token
 
 SCOUT = "reddit_scout"
 GATE = "source_validation_gate"
@@ -34,6 +34,11 @@ def call(server: McpServer, agent_or_token: str, tool: str, **args: Any) -> Any:
 
 def refusals(db: Database[Document]) -> list[Document]:
     return list(db[REFUSALS].find({}, {"_id": 0}))
+
+
+def rejected_calls(db: Database[Document]) -> list[Document]:
+    """Calls refused for their token (stored apart from the agents' refusals)."""
+    return list(db[REJECTED_TOKENS].find({"kind": "call"}, {"_id": 0}))
 
 
 def test_an_agent_moves_a_bet_along_its_own_edge(mcp_server: McpServer, db: Any, bet: Bet) -> None:
@@ -75,13 +80,21 @@ def test_another_agents_edge_is_refused_recorded_and_lists_the_allowed_moves(
 def test_a_bad_token_is_refused_recorded_and_moves_nothing(
     mcp_server: McpServer, db: Any, enforcer: Enforcer, bet: Bet, token: Any, why: str
 ) -> None:
+    bad = token()
     with pytest.raises(ToolCallError, match=why):
-        call(mcp_server, token(), "move_bet", bet_id=bet.bet_id, to_stage="source_validated",
+        call(mcp_server, bad, "move_bet", bet_id=bet.bet_id, to_stage="source_validated",
              expected_seq=0, verdict="pass")  # fmt: skip
+    # The SDK's client is refused at `initialize`; a bare `tools/call` is refused the same way
+    args = {"bet_id": bet.bet_id, "to_stage": "source_validated", "expected_seq": 0, "verdict": "pass"}
+    answer = post(mcp_server, bad, "tools/call", {"name": "move_bet", "arguments": args})
+    assert answer.status_code == 401 and answer.headers["www-authenticate"].startswith("Bearer ")
     assert enforcer.get(bet.bet_id).seq == 0
-    (refusal,) = refusals(db)
+    initialize, refusal = sorted(rejected_calls(db), key=lambda r: r["at"])
+    assert (initialize["method"], refusal["method"]) == ("initialize", "tools/call")
+    assert refusal["tool"] == "move_bet"
     assert refusal["bet_id"] == bet.bet_id and why in refusal["reason"]
-    assert refusal["agent"] in (GATE, "nobody")  # the identity the token claimed
+    assert refusal["claimed_agent"] in (GATE, "nobody")  # the identity the token claimed
+    assert "agent" not in refusal and refusals(db) == []  # never attributed to the agent
 
 
 def test_a_missing_token_is_refused(mcp_server: McpServer, db: Any) -> None:
@@ -90,7 +103,7 @@ def test_a_missing_token_is_refused(mcp_server: McpServer, db: Any) -> None:
 
     with pytest.raises(ToolCallError, match="no bearer token"):
         anyio.run(no_token)
-    assert refusals(db)[0]["agent"] == "(anonymous)"
+    assert rejected_calls(db)[0]["claimed_agent"] == "(none)" and refusals(db) == []
 
 
 def test_a_scoped_token_cannot_touch_other_bets(
@@ -211,3 +224,23 @@ def test_stdio_serves_one_local_agent_with_its_token(mcp_server: McpServer, db: 
     assert anyio.run(move)["stage"] == "source_validated"
     record = db[TRANSITIONS].find_one({"_id": f"{bet.bet_id}:1"})
     assert record is not None and record["agent"] == GATE
+
+
+def test_stdio_refuses_to_serve_with_a_bad_token(mcp_server: McpServer, db: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    forged = raw_token({"sub": GATE}, secret="another-secret-another-secret-0123456789")
+    env = {**os.environ, "FLEET_MCP_SECRET": mcp_server.settings.mcp_secret.get_secret_value(),  # type: ignore[union-attr]
+           "FLEET_MCP_TOKEN": forged}  # fmt: skip
+    ran = subprocess.run([sys.executable, "-m", "fleet.cli", "mcp", "--stdio"], cwd=ROOT, env=env,
+                         input="", capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert ran.returncode != 0 and "Traceback" not in ran.stderr
+    assert ran.stderr.strip().splitlines() == [
+        "error: token rejected: bad signature (forged or signed with another secret)"
+    ]
+    (rejected,) = rejected_calls(db)
+    assert (rejected["source"], rejected["claimed_agent"]) == ("stdio", GATE) and refusals(db) == []

@@ -19,6 +19,7 @@ from fleet.constants import (
     HOLDS,
     PROBES,
     REFUSALS,
+    REJECTED_TOKENS,
     TASK_EVENTS,
     TASKS,
     TRANSITIONS,
@@ -52,6 +53,7 @@ def aged(db: Database[Document]) -> dict[str, Any]:
         db[REFUSALS].insert_one({"_id": f"r-{name}", "agent": "a", "at": at})
         db[PROBES].insert_one({"_id": f"p-{name}", "at": at})
         db[USAGE].insert_one({"_id": f"u-{name}", "agent": "a", "cost_usd": 1.0, "at": at})
+        db[REJECTED_TOKENS].insert_one({"_id": f"x-{name}", "kind": "call", "at": at})
     # failures: an old one at the moved bet's old seq goes; an old one at the stuck bet's current seq stays
     db[FAILURES].insert_many(
         [
@@ -87,6 +89,7 @@ def test_prune_deletes_what_is_old_and_unneeded_and_keeps_the_rest(db: Database[
     assert ids(db, REFUSALS) == {"r-hb-new"}
     assert ids(db, PROBES) == {"p-hb-new"}
     assert ids(db, USAGE) == {"u-hb-new"}
+    assert ids(db, REJECTED_TOKENS) == {"x-hb-new"}
     assert ids(db, FAILURES) == {"f-live", "f-new"}
     stuck = aged["stuck"].bet_id
     assert ids(db, CLAIMS) == {claim_key(stuck, 0, n) for n in range(3)}
@@ -105,6 +108,7 @@ def test_prune_deletes_what_is_old_and_unneeded_and_keeps_the_rest(db: Database[
         TASK_EVENTS: report.deleted[TASK_EVENTS],
         TASKS: 1,
         HOLDS: 0,
+        REJECTED_TOKENS: 1,
         USAGE: 1,
     }
     assert report.deleted[TASK_EVENTS] >= 2  # filed + closed

@@ -115,3 +115,40 @@ def test_a_browser_follows_a_bet_and_sees_counts_change_live(
 
 def test_artifacts_folder_is_ignored_by_git() -> None:
     assert ".fleet/" in Path(ROOT / ".gitignore").read_text().splitlines()
+
+
+@pytest.mark.parametrize(("width", "mobile"), [(390, True), (1500, False)], ids=["phone-390px", "desktop"])
+def test_no_page_is_wider_than_its_viewport_and_actions_stay_reachable(
+    browser: Any, server: Server, seeded: Seeded, db: Any, width: int, mobile: bool
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    from fleet.errors import TokenRejected
+    from fleet.mcp.rejections import Rejections
+
+    # Given a long claimed name among the rejected tokens (it must wrap, not widen the page)
+    Rejections(db, per_minute=5).record(TokenRejected("bad signature", "x" * 64), "203.0.113.9", {})
+    metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": mobile}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    bet = seeded.moved.bet_id
+    stage = seeded.registry.pipeline.initial_stage
+    for path in ("/pipeline", f"/bets?stage={stage}", f"/bets/{bet}", "/agents", "/board", "/schedule"):
+        browser.get(f"{server.url}{path}")
+        wait_for(lambda: browser.find_elements(By.TAG_NAME, "h1"), 10, f"the page {path}")
+        # Then the page is no wider than the viewport (wide tables scroll inside their box)
+        page_w, view_w = browser.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]"
+        )
+        shot(browser, f"{path.strip('/').split('?')[0].replace('/', '-') or 'root'}-{width}")
+        assert page_w <= view_w, f"{path} is {page_w} px wide in a {view_w} px viewport"
+    # And each table's row action is on screen without scrolling the page (found and measured
+    # in one script: the live part of a page is swapped every second)
+    measure = (
+        "const b = [...document.querySelectorAll('button')].find(e => e.textContent.trim() === arguments[0]);"
+        "if (!b) return null; const r = b.getBoundingClientRect(); return [r.left, r.right];"
+    )
+    for path, button in (("/board", "close"), ("/agents", "heartbeat now")):
+        browser.get(f"{server.url}{path}")
+        found = wait_for(lambda b=button: browser.execute_script(measure, b), 10, f"the {button} button")
+        left, right = found  # type: ignore[misc]
+        assert left >= 0 and right <= width, f"{button} on {path} is at {left}..{right} of {width} px"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 from datetime import UTC, datetime
 
@@ -110,3 +111,25 @@ def test_a_custom_pipeline_draws_its_own_stages(
 
 def test_pages_read_the_time_as_utc(client: TestClient, seeded: Seeded) -> None:
     assert datetime.now(UTC).strftime("%Y-%m-%d") in client.get("/pipeline").text
+
+
+def test_pipeline_page_shows_calls_with_a_bad_token_by_claimed_name_and_source(
+    client: TestClient, seeded: Seeded, db: Database[Document]
+) -> None:
+    from fleet.errors import TokenRejected
+    from fleet.mcp.rejections import Rejections
+
+    rejections = Rejections(db, per_minute=10)
+    for _ in range(3):
+        rejections.record(TokenRejected("bad signature", "source_validation_gate"), "203.0.113.9", {})
+    table = client.get("/pipeline").text.split('<table id="rejected-tokens">', 1)[1].split("</table>", 1)[0]
+    assert '<td>source_validation_gate</td><td>203.0.113.9</td><td class="num">3</td>' in table
+
+
+def test_schedule_legend_says_what_the_bars_plot(client: TestClient, seeded: Seeded) -> None:
+    html = client.get("/schedule").text
+    meaning = re.search(r'<span id="chart-meaning">([^<]+)</span>', html)
+    label = re.search(r'class="hours-chart"[^>]* aria-label="([^"]+)"', html)
+    assert meaning and label
+    legend, drawn = html_lib.unescape(meaning.group(1)), html_lib.unescape(label.group(1))
+    assert legend == drawn and "running at once" in legend and "started" not in legend
