@@ -139,21 +139,25 @@ class SingletonScheduler(PersistentScheduler):  # type: ignore[misc]
 
     def claim_slot(self, entry: ScheduleEntry, slot: int) -> bool:
         """True when this beat is the one to send ``entry`` for ``slot`` (a unique insert wins)."""
-        agent = entry.args[0] if entry.args else entry.name
-        doc = {"_id": f"{entry.name}@{slot}", "entry": entry.name, "agent": str(agent), "slot": slot,
-               "by": self.identity, "missed": False, "at": datetime.now(UTC)}  # fmt: skip
         try:
-            with translated("beat slot"):
-                try:
-                    self.db[BEAT_SLOTS].insert_one(doc)
-                except DuplicateKeyError:
-                    return False
-            return True
+            return self.insert_slot(entry, slot, missed=False)
         except LedgerUnavailable as exc:  # the store down: Redis keeps the check meanwhile
             logger.warning("beat: store unreachable for slot %s of %s (%s); checking in Redis", slot,
                            entry.name, exc)  # fmt: skip
             key = BEAT_SENT_KEY.format(entry=entry.name, slot=slot)
             return bool(self.client.set(key, self.identity, nx=True, ex=_sent_ttl_s(entry)))
+
+    def insert_slot(self, entry: ScheduleEntry, slot: int, *, missed: bool) -> bool:
+        """Insert ``<entry>@<slot>`` into ``beat_slots``; False when it is there already."""
+        agent = entry.args[0] if entry.args else entry.name
+        doc = {"_id": f"{entry.name}@{slot}", "entry": entry.name, "agent": str(agent), "slot": slot,
+               "by": self.identity, "missed": missed, "at": datetime.now(UTC)}  # fmt: skip
+        with translated("beat slot"):
+            try:
+                self.db[BEAT_SLOTS].insert_one(doc)
+            except DuplicateKeyError:
+                return False
+        return True
 
     def record_missed(self, entry: ScheduleEntry, slot: int) -> None:
         """Record the slots between this entry's last send and ``slot`` that nobody sent."""
@@ -171,15 +175,9 @@ class SingletonScheduler(PersistentScheduler):  # type: ignore[misc]
 
     def record_unsent(self, entry: ScheduleEntry, slot: int) -> None:
         """One missed slot on the record (``missed: true`` in ``beat_slots``), unless a beat sent it."""
-        agent = entry.args[0] if entry.args else entry.name
-        doc = {"_id": f"{entry.name}@{slot}", "entry": entry.name, "agent": str(agent), "slot": slot,
-               "by": self.identity, "missed": True, "at": datetime.now(UTC)}  # fmt: skip
         try:
-            with translated("beat slot"):
-                try:
-                    self.db[BEAT_SLOTS].insert_one(doc)
-                except DuplicateKeyError:
-                    return  # sent after all
+            if not self.insert_slot(entry, slot, missed=True):
+                return  # sent after all
         except LedgerUnavailable:
             return  # the store is down: nothing to record it in
         at = datetime.fromtimestamp(slot / 1000, UTC).isoformat(timespec="seconds")

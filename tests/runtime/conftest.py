@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,3 +53,25 @@ def make_bets(runtime: Runtime) -> Callable[..., list[Bet]]:
         return [runtime.enforcer.create_bet("maker", dict(fields)) for _ in range(n)]
 
     return make
+
+
+#: The test fleet with a checker that fans its bets out (fan_out=6).
+FAN_OUT_ENV = {**TEST_FLEET_ENV, "FLEET_CATALOGUE": f"{FLEETDEF}:FAN_OUT"}
+
+
+@pytest.fixture
+def fan_runtime(runtime: Runtime) -> Runtime:
+    """The in-process runtime with the fan-out catalogue (checker: fan_out=6)."""
+    runtime.registry = load_registry(FAN_OUT_ENV["FLEET_CATALOGUE"], FAN_OUT_ENV["FLEET_PIPELINE"])
+    return runtime
+
+
+def bet_messages(redis: Any) -> list[tuple[str, list[Any]]]:
+    """(task id, args) of the bet tasks waiting in the checker's queue."""
+    found = []
+    for raw in redis.lrange("alpha", 0, -1):
+        message = json.loads(raw)
+        if message["headers"]["task"] == "fleet.bet":
+            args, _, _ = json.loads(base64.b64decode(message["body"]))
+            found.append((message["headers"]["id"], args))
+    return found

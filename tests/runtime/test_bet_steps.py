@@ -5,15 +5,12 @@ In-process runs use the real store and Redis; the time-limit case runs a real wo
 
 from __future__ import annotations
 
-import base64
-import json
 from pathlib import Path
 
 import pytest
 
 from fleet.agents.usage import record as record_usage
 from fleet.constants import HEARTBEAT_PARTS, HEARTBEATS, TRANSITIONS
-from fleet.definitions.catalogue import load_registry
 from fleet.errors import LedgerUnavailable
 from fleet.queries import heartbeats_per_agent
 from fleet.queries.figures import heartbeat_figures
@@ -23,35 +20,17 @@ from fleet.runtime.runtime import Runtime
 from tasks.bet import parse_arguments
 
 from ..conftest import wait_for
-from .conftest import FLEETDEF, HERE, TEST_FLEET_ENV
+from .conftest import FLEETDEF, HERE, TEST_FLEET_ENV, bet_messages
 from .test_workers import sending_app
 
-FAN_OUT_ENV = {**TEST_FLEET_ENV, "FLEET_CATALOGUE": f"{FLEETDEF}:FAN_OUT"}
 #: The fan-out checker with a 15 s time limit: Celery's soft limit strikes at 12 s.
 SHORT_FAN_OUT_ENV = {**TEST_FLEET_ENV, "FLEET_CATALOGUE": f"{FLEETDEF}:SHORT_FAN_OUT"}
-
-
-@pytest.fixture
-def fan_runtime(runtime: Runtime) -> Runtime:
-    runtime.registry = load_registry(FAN_OUT_ENV["FLEET_CATALOGUE"], FAN_OUT_ENV["FLEET_PIPELINE"])
-    return runtime
-
-
-def dispatched(redis) -> list[tuple[str, list]]:
-    """(task id, args) of the bet tasks waiting in the checker's queue."""
-    found = []
-    for raw in redis.lrange("alpha", 0, -1):
-        message = json.loads(raw)
-        if message["headers"]["task"] == "fleet.bet":
-            args, _, _ = json.loads(base64.b64decode(message["body"]))
-            found.append((message["headers"]["id"], args))
-    return found
 
 
 def run_parts(runtime: Runtime, redis) -> list[records.HeartbeatRecord]:
     """Run every dispatched bet task in-process, as a worker would."""
     parts = []
-    for task_id, args in dispatched(redis):
+    for task_id, args in bet_messages(redis):
         bet = parse_arguments(tuple(args), {})
         parts.append(run_bet(runtime, bet.agent, bet.view, bet.parent, task_id, bet.instructions_hash))
     return parts
@@ -74,7 +53,7 @@ def test_an_over_budget_agents_fanned_out_bets_do_not_run(
     # Given eight bets dispatched by the checker while it was within its budget
     bets = make_bets(8)
     run_heartbeat(fan_runtime, "checker", "adhoc", heartbeat_id="hb-1")
-    assert len(dispatched(redis)) == 6
+    assert len(bet_messages(redis)) == 6
     # When the checker goes over its daily cap before its bet tasks run
     fan_runtime.settings = fan_runtime.settings.model_copy(
         update={"protocols_dir": capped_protocols(tmp_path, "checker", 1.0)}
@@ -105,7 +84,7 @@ def test_a_store_blip_while_a_part_record_is_written_does_not_rerun_the_bet(
         real_write(*args, **kwargs)
 
     monkeypatch.setattr(records, "write_record", blip)
-    task_id, args = dispatched(redis)[0]
+    task_id, args = bet_messages(redis)[0]
     bet = parse_arguments(tuple(args), {})
     # When the bet task runs
     part = run_bet(fan_runtime, bet.agent, bet.view, bet.parent, task_id, bet.instructions_hash)
@@ -127,7 +106,7 @@ def test_a_part_whose_store_stays_down_keeps_its_work_and_loses_only_its_record(
 
     monkeypatch.setattr(records, "write_record", store_down)
     monkeypatch.setattr(records, "RECORD_WRITE_WINDOW_S", 0.5)
-    task_id, args = dispatched(redis)[0]
+    task_id, args = bet_messages(redis)[0]
     bet = parse_arguments(tuple(args), {})
     part = run_bet(fan_runtime, bet.agent, bet.view, bet.parent, task_id, bet.instructions_hash)
     assert part.status == "ok" and moves(db) == 1
@@ -156,7 +135,7 @@ def test_a_part_skips_its_bet_when_the_instructions_changed_since_its_heartbeat(
     # Given bets dispatched by a heartbeat that ran with no instructions file
     make_bets(8)
     run_heartbeat(fan_runtime, "checker", "adhoc", heartbeat_id="hb-1")
-    task_id, args = dispatched(redis)[0]
+    task_id, args = bet_messages(redis)[0]
     bet = parse_arguments(tuple(args), {})
     # When its bet task runs stamped with other instructions than the agent has now
     part = run_bet(fan_runtime, bet.agent, bet.view, bet.parent, task_id, "0123456789abcdef")

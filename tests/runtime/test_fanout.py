@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import signal
 
 import pytest
 
 from fleet.constants import CLAIMS, HEARTBEAT_PARTS, HEARTBEATS, TRANSITIONS
-from fleet.definitions.catalogue import load_registry
 from fleet.errors import BadTaskArguments
 from fleet.queries import peak_concurrency
 from fleet.runtime import fanout
 from fleet.runtime.heartbeat import run_bet, run_heartbeat
 from fleet.runtime.records import parts_summary
-from fleet.runtime.runtime import Runtime
 from tasks.bet import parse_arguments
 
 from ..conftest import wait_for
-from .conftest import FLEETDEF, TEST_FLEET_ENV
-
-FAN_OUT_ENV = {**TEST_FLEET_ENV, "FLEET_CATALOGUE": f"{FLEETDEF}:FAN_OUT"}
-
-
-@pytest.fixture
-def fan_runtime(runtime: Runtime) -> Runtime:
-    """The in-process runtime with the fan-out catalogue (checker: fan_out=6)."""
-    runtime.registry = load_registry(FAN_OUT_ENV["FLEET_CATALOGUE"], FAN_OUT_ENV["FLEET_PIPELINE"])
-    return runtime
-
-
-def bet_messages(redis) -> list[tuple[str, list]]:
-    """(task id, args) of the bet tasks waiting in the checker's queue."""
-    found = []
-    for raw in redis.lrange("alpha", 0, -1):
-        message = json.loads(raw)
-        if message["headers"]["task"] == "fleet.bet":
-            args, _, _ = json.loads(base64.b64decode(message["body"]))
-            found.append((message["headers"]["id"], args))
-    return found
+from .conftest import FAN_OUT_ENV, bet_messages
 
 
 def moves_per_bet(db) -> dict[str, int]:
