@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_scale import CONCURRENCY, POOL, _until
+from bench.bench_scale import CONCURRENCY, POOL, _until, empty_store
 from bench.metrics import Metric, publish, say
 from bench.stack import bench_stack, worker
 
@@ -38,16 +38,11 @@ def _burst(env: dict[str, str], logs: Path, wake: bool) -> tuple[float, list[flo
     from fleet.runtime import wake as waking
     from fleet.runtime.handoff import first_pickups
     from fleet.settings import load_settings
-    from fleet.store import database, ensure_indexes, redis_client
 
     env = {**env, "FLEET_WAKE": str(wake).lower()}
     os.environ["FLEET_WAKE"] = str(wake).lower()
     settings = load_settings()
-    redis_client(settings.broker_url).flushdb()
-    db = database(settings)
-    for name in db.list_collection_names():
-        db.drop_collection(name)
-    ensure_indexes(db)
+    db = empty_store()
     registry = load_registry(FLEET_ENV["FLEET_CATALOGUE"], FLEET_ENV["FLEET_PIPELINE"])
     app = make_app(settings)
     last = {"sent": 0.0}

@@ -58,10 +58,8 @@ METRICS = {
 }
 
 
-def _fresh(n_bets: int, io_s: float) -> Any:
-    """An empty store and broker, then ``n_bets`` bets at s0; returns the database."""
-    from fleet.definitions.catalogue import load_registry
-    from fleet.ledger import Enforcer
+def empty_store() -> Any:
+    """An empty store (indexes built) and an empty broker; returns the database."""
     from fleet.settings import load_settings
     from fleet.store import database, ensure_indexes, redis_client
 
@@ -71,6 +69,15 @@ def _fresh(n_bets: int, io_s: float) -> Any:
     for name in db.list_collection_names():
         db.drop_collection(name)
     ensure_indexes(db)
+    return db
+
+
+def _fresh(n_bets: int, io_s: float) -> Any:
+    """An empty store and broker, then ``n_bets`` bets at s0; returns the database."""
+    from fleet.definitions.catalogue import load_registry
+    from fleet.ledger import Enforcer
+
+    db = empty_store()
     enforcer = Enforcer(db, load_registry(FLEET_ENV["FLEET_CATALOGUE"], FLEET_ENV["FLEET_PIPELINE"]).pipeline)
     for _ in range(n_bets):
         enforcer.create_bet("maker", {"io_s": io_s})
