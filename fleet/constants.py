@@ -8,8 +8,13 @@ from __future__ import annotations
 from typing import Final
 
 # --- MongoDB collections ----------------------------------------------------------
-#: Current state of each bet: a projection of its transition records (a cache).
+#: Current state of each live bet: a projection of its transition records (a cache). Only bets
+#: at a non-terminal stage live here, so what hot paths read is the live work, not history.
 BETS: Final = "bets"
+#: Projections of finished bets (at a terminal stage): the same documents, moved out of BETS.
+BETS_DONE: Final = "bets_done"
+#: Small documents fleet keeps about its own store (the schema version, the last clean verify).
+META: Final = "fleet_meta"
 #: Append-only record of every accepted transition; ``_id = "<bet>:<seq>"`` is the commit point.
 TRANSITIONS: Final = "transitions"
 #: Every refused transition attempt, with its reason.
@@ -42,6 +47,8 @@ BEAT_SLOTS: Final = "beat_slots"
 #: Every collection fleet owns (indexes are created for each, even those without one).
 COLLECTIONS: Final = (
     BETS,
+    BETS_DONE,
+    META,
     TRANSITIONS,
     REFUSALS,
     HEARTBEATS,
@@ -68,7 +75,12 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
         ("at", [("at", 1)], False),
     ],
     REFUSALS: [("bet_at", [("bet_id", 1), ("at", 1)], False), ("agent_at", [("agent", 1), ("at", 1)], False)],
-    HEARTBEATS: [("agent_started", [("agent", 1), ("started_at", 1)], False)],
+    # Finished bets, newest first (``fleet bets --stage killed``).
+    BETS_DONE: [("stage_updated", [("stage", 1), ("updated_at", -1)], False)],
+    HEARTBEATS: [
+        ("agent_started", [("agent", 1), ("started_at", 1)], False),
+        ("started", [("started_at", 1)], False),  # the windows: handoffs, drift, peak
+    ],
     HEARTBEAT_PARTS: [("parent", [("parent", 1)], False), ("started", [("started_at", 1)], False)],
     CLAIMS: [("bet_seq", [("bet_id", 1), ("seq", 1)], False), ("claimed_at", [("claimed_at", 1)], False)],
     FAILURES: [("bet_seq", [("bet_id", 1), ("seq", 1)], False)],
@@ -88,6 +100,12 @@ INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]], bool]]]] = {
 #: Default and largest retention window (days) for what :mod:`fleet.ops.retention` prunes.
 RETENTION_DAYS: Final = 14.0
 MAX_RETENTION_DAYS: Final = 3650.0
+#: The watchdog repairs the live projections every run and everything this often (h): a
+#: creation whose writer died before projecting it is not live anywhere a cheap read sees.
+FULL_REPAIR_EVERY_H: Final = 6.0
+#: ``META`` document ids: when the last full repair and the last clean verify ran.
+META_FULL_REPAIR: Final = "full-repair"
+META_CLEAN_VERIFY: Final = "clean-verify"
 
 #: Collections pruned by age alone, and their time field: TTL indexes on MongoDB.
 TTL_FIELDS: Final = {
@@ -106,6 +124,10 @@ SQLITE_ID_EXPRESSION: Final = "_ferretdb_sjson->'$._id'"
 SQLITE_ID_INDEX: Final = "_fleet_id"
 
 # --- Redis keys -------------------------------------------------------------------
+#: The running counts of one database's ledger (fleet.ledger.tally): ``<this>:<name>`` keys.
+TALLY_KEY: Final = "fleet:tally:{db}"
+#: Held while one process rebuilds those counts from the ledger.
+TALLY_LOCK_KEY: Final = "fleet:tally-rebuild:{db}"
 #: One heartbeat per agent at a time across all workers.
 AGENT_LOCK_KEY: Final = "fleet:lock:agent:{agent}"
 #: The agent lock's lease (s): a SIGKILLed holder blocks its agent this long at most.

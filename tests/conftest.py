@@ -22,6 +22,7 @@ import pytest
 import redis as redis_lib
 from pymongo.database import Database
 
+from fleet.ledger.tally import Tally
 from fleet.ops import services as svc
 from fleet.store import Document
 
@@ -85,6 +86,7 @@ def db(stack: Stack) -> Database[Document]:
     for name in database_.list_collection_names():
         database_.drop_collection(name)
     ensure_indexes(database_)
+    Tally.for_db(database_).forget()  # counts of the last test's ledger: rebuilt on first read
     return database_
 
 

@@ -8,6 +8,8 @@ from pymongo.database import Database
 
 from fleet.audit.common import Doc, find, when
 from fleet.constants import HEARTBEATS, TRANSITIONS
+from fleet.ledger.records import record_id
+from fleet.store import reading
 
 
 def protocol_versions_for_bet(db: Database[Doc], bet_id: str) -> list[Doc]:
@@ -17,12 +19,21 @@ def protocol_versions_for_bet(db: Database[Doc], bet_id: str) -> list[Doc]:
     handled the bet (``source="heartbeat"``), so two bets processed weeks apart can be
     compared rule by rule.
     """
-    entries = [_from_transition(doc) for doc in find(db, TRANSITIONS, {"bet_id": bet_id})]
+    entries = [_from_transition(doc) for doc in _records(db, bet_id)]
     for beat in find(db, HEARTBEATS, {"bets.bet_id": bet_id}):
         entries += _from_heartbeat(beat, bet_id)
     return sorted(
         entries, key=lambda e: (e["at"] or datetime.min.replace(tzinfo=UTC), e["source"] != "heartbeat")
     )
+
+
+def _records(db: Database[Doc], bet_id: str) -> list[Doc]:
+    """The bet's records by ``_id`` reads from seq 0 (a query by ``bet_id`` reads all history)."""
+    docs: list[Doc] = []
+    with reading(TRANSITIONS):
+        while (doc := db[TRANSITIONS].find_one({"_id": record_id(bet_id, len(docs))})) is not None:
+            docs.append(doc)
+    return docs
 
 
 def _from_transition(doc: Doc) -> Doc:

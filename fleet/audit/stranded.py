@@ -20,6 +20,8 @@ from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, TRANSITIONS
 from fleet.definitions.catalogue import Registry
 from fleet.definitions.pipeline import Pipeline
 from fleet.definitions.protocols import LoadedProtocols, Protocols
+from fleet.ledger.records import record_id
+from fleet.store import reading
 
 #: Heartbeat outcomes that leave a bet where it was: repeated, they mean oscillation.
 STUCK_OUTCOMES = frozenset({"deferred", "failed"})
@@ -91,13 +93,13 @@ def bet_views(db: Database[Doc], pipeline: Pipeline) -> list[BetView]:
     ids = list(views)
     if not ids:
         return []
-    record_ids = [f"{v.bet_id}:{n}" for v in views.values() for n in (v.seq, v.seq + 1)]
-    for record in find(db, TRANSITIONS, {"_id": {"$in": record_ids}}):
-        view = views.get(str(record.get("bet_id")))
-        if view is not None and record.get("seq") == view.seq:
-            view.last_transition = record
-        elif view is not None:
+    # One ``_id`` read per record: FerretDB v1 answers ``{_id: {$in: [...]}}`` by reading
+    # the whole table, and these are the live bets' two newest records only.
+    for view in list(views.values()):
+        if _record(db, view.bet_id, view.seq + 1) is not None:
             del views[view.bet_id]  # moved on: the projection lags
+        else:
+            view.last_transition = _record(db, view.bet_id, view.seq)
     if not views:
         return []
     # Only what happened since the oldest of these bets reached its stage matters (claims,
@@ -114,6 +116,11 @@ def bet_views(db: Database[Doc], pipeline: Pipeline) -> list[BetView]:
     ):
         _attach(views, _touches(beat), lambda v, doc: v.touches.append(doc))
     return sorted(views.values(), key=lambda v: v.bet_id)
+
+
+def _record(db: Database[Doc], bet_id: str, seq: int) -> Doc | None:
+    with reading(TRANSITIONS):
+        return db[TRANSITIONS].find_one({"_id": record_id(bet_id, seq)})
 
 
 def _view(doc: Doc) -> BetView | None:

@@ -106,6 +106,11 @@ class Pipeline(BaseModel):
     def is_terminal(self, stage: str) -> bool:
         return self.stage_map[stage].terminal
 
+    @cached_property
+    def terminal_stages(self) -> frozenset[str]:
+        """The stages a bet finishes at (its projection leaves the live working set there)."""
+        return frozenset(stage.name for stage in self.stages if stage.terminal)
+
     def problems(self) -> list[str]:
         """Every structural problem of the definition (empty when valid)."""
         return [

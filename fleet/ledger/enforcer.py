@@ -90,7 +90,7 @@ class Enforcer:
     def __init__(self, db: Database[Document], pipeline: Pipeline, ledger: Ledger | None = None) -> None:
         self.db = db
         self.pipeline = pipeline
-        self.ledger = ledger or Ledger(db)
+        self.ledger = ledger or Ledger(db, terminal=frozenset(pipeline.terminal_stages))
 
     # --- writes -------------------------------------------------------------------
 
@@ -125,7 +125,7 @@ class Enforcer:
         for candidate in candidates:
             record = self._new_record(attempt, candidate, 0, None, CREATE_KIND, verdict, evidence, fields)
             if self.ledger.commit(record):
-                return self._project(record, None)
+                return self._projected(record, None)
             if (replayed := self._replayed_creation(candidate, agent, heartbeat_id)) is not None:
                 return replayed
         taken = candidates[-1]
@@ -166,7 +166,7 @@ class Enforcer:
         if not self.ledger.commit(record):
             lost = _Attempt.of(record)
             raise self._refused(lost, self._stale(lost, bet_id, "lost the race", record.seq))
-        return self._project(record, view)
+        return self._projected(record, view)
 
     # --- reads (the ledger's; here for callers that hold an enforcer) ----------------
 
@@ -211,6 +211,12 @@ class Enforcer:
         from_stage = self._stage_at(attempt, view)
         edge = self._edge_for(attempt, bet_id, from_stage)
         return self._new_record(attempt, bet_id, seq + 1, from_stage, edge.kind.value, verdict, evidence)
+
+    def _projected(self, record: TransitionRecord, view: Bet | None) -> Bet:
+        """Project a just-committed record, then count it (the counts never lead the projection)."""
+        bet = self._project(record, view)
+        self.ledger.counted(record)
+        return bet
 
     def _project(self, record: TransitionRecord, view: Bet | None) -> Bet:
         """Write the projection of a just-committed record, from the caller's view if it has one."""

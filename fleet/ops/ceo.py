@@ -14,6 +14,7 @@ from datetime import timedelta
 from fleet import audit
 from fleet.agents.context import HeartbeatContext
 from fleet.board import Origin
+from fleet.constants import FULL_REPAIR_EVERY_H
 from fleet.ops import retention
 from fleet.settings import get_settings
 
@@ -40,8 +41,12 @@ def ceo(ctx: HeartbeatContext) -> None:
 
 
 def watchdog(ctx: HeartbeatContext) -> None:
-    """Roll every lagging bet projection forward; prune what is past the retention window."""
-    repaired = ctx.enforcer.repair_all()
+    """Roll lagging live projections forward, rebuild lost counts; prune what is past the window.
+
+    Costs the live work, except for one full repair every ``FULL_REPAIR_EVERY_H`` hours.
+    """
+    repaired = ctx.enforcer.ledger.sweep(timedelta(hours=FULL_REPAIR_EVERY_H))
+    ctx.enforcer.ledger.tally.ensure_built()
     ctx.count("repaired", repaired)
     ctx.log("repair", repaired=repaired)
     window = timedelta(days=get_settings().retention_days)

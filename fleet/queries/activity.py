@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 from pymongo import DESCENDING
 from pymongo.database import Database
 
-from fleet.constants import BET_PART_REASON, HEARTBEATS, HOLDS, REFUSALS, TRANSITIONS
+from fleet.constants import BET_PART_REASON, HEARTBEATS, HOLDS, REFUSALS
 from fleet.ledger import Enforcer
 from fleet.ledger.holds import Holds
+from fleet.ledger.tally import Tally
 from fleet.queries.common import Doc, Model, aware, find, str_or_none
 from fleet.store import reading
 
@@ -28,11 +29,13 @@ class Throughput(Model):
 
 
 def throughput(db: Database[Doc], minutes: float, now: datetime) -> Throughput:
-    """Transitions and refusals in the last ``minutes`` before ``now``."""
+    """Transitions and refusals in the last ``minutes`` before ``now`` (whole minutes, from the tally)."""
     since = now - timedelta(minutes=minutes)
-    kinds = Counter(str(doc.get("kind")) for doc in find(db, TRANSITIONS, {"at": {"$gte": since}}, ["kind"]))
-    with reading(REFUSALS):
-        refused = db[REFUSALS].count_documents({"at": {"$gte": since}})
+    tally = Tally.for_db(db)
+    kinds: Counter[str] = Counter()
+    for (_, _, kind), n in tally.flow_since(since, now).items():
+        kinds[kind] += n
+    refused = tally.refused_since(since, now)
     return Throughput(
         minutes=minutes,
         since=since,
@@ -50,9 +53,8 @@ class RefusalSummary(Model):
 
 
 def refusal_summary(db: Database[Doc], enforcer: Enforcer, limit: int) -> RefusalSummary:
-    """The refusal count and the ``limit`` newest refusals."""
-    with reading(REFUSALS):
-        total = db[REFUSALS].count_documents({})
+    """The refusal count (from the running tally) and the ``limit`` newest refusals."""
+    total = sum(Tally.for_db(db).refusal_totals().values())
     return RefusalSummary(total=total, latest=enforcer.refusals(limit=limit))
 
 

@@ -10,12 +10,13 @@ from pymongo import DESCENDING
 from pymongo.database import Database
 
 from fleet.audit import protocol_versions_for_bet
-from fleet.constants import BETS, HOLDS
+from fleet.constants import BETS, BETS_DONE, HOLDS
 from fleet.definitions.pipeline import Pipeline
 from fleet.errors import CorruptBet, UnknownStage
 from fleet.ledger import Enforcer
 from fleet.ledger.holds import Hold, Holds
 from fleet.ledger.records import parse_projection
+from fleet.ledger.tally import Tally
 from fleet.queries.common import Doc, Model
 from fleet.store import reading
 
@@ -49,10 +50,8 @@ def require_stage(pipeline: Pipeline, stage: str) -> str:
 
 
 def bets_per_stage(db: Database[Doc], pipeline: Pipeline) -> list[StageCount]:
-    """Bets per stage from the projection: every pipeline stage in order (zeros too), then strays."""
-    with reading(BETS):
-        groups = db[BETS].aggregate([{"$group": {"_id": "$stage", "n": {"$sum": 1}}}])
-        counts = {str(group["_id"]): int(group["n"]) for group in groups}
+    """Bets per stage from the running tally: every pipeline stage in order (zeros too), then strays."""
+    counts = Tally.for_db(db).stage_counts()
     rows = [
         StageCount(stage=s.name, count=counts.pop(s.name, 0), terminal=s.terminal) for s in pipeline.stages
     ]
@@ -60,18 +59,30 @@ def bets_per_stage(db: Database[Doc], pipeline: Pipeline) -> list[StageCount]:
 
 
 def list_bets(db: Database[Doc], pipeline: Pipeline, stage: str | None, limit: int) -> list[BetRow]:
-    """Up to ``limit`` bets (of ``stage``, if given), most recently moved first."""
+    """Up to ``limit`` bets (of ``stage``, if given), most recently moved first.
+
+    Live bets come from the working set. Finished ones (a terminal ``stage``, or no stage
+    and fewer live bets than ``limit``) are read from ``BETS_DONE``: that read is history.
+    """
     query: Doc = {} if stage is None else {"stage": require_stage(pipeline, stage)}
-    with reading(BETS):
-        docs = list(db[BETS].find(query).sort([("updated_at", DESCENDING), ("_id", 1)]).limit(limit))
+    finished = stage is not None and pipeline.is_terminal(stage)
+    docs = [] if finished else _newest(db, BETS, query, limit)
+    if finished or (stage is None and len(docs) < limit):
+        docs += _newest(db, BETS_DONE, query, limit - len(docs))
     return [_bet_row(doc) for doc in docs]
 
 
+def _newest(db: Database[Doc], collection: str, query: Doc, limit: int) -> list[Doc]:
+    if limit <= 0:
+        return []
+    with reading(collection):
+        return list(db[collection].find(query).sort([("updated_at", DESCENDING), ("_id", 1)]).limit(limit))
+
+
 def count_bets(db: Database[Doc], pipeline: Pipeline, stage: str | None) -> int:
-    """How many bets there are (at ``stage``, if given)."""
-    query: Doc = {} if stage is None else {"stage": require_stage(pipeline, stage)}
-    with reading(BETS):
-        return db[BETS].count_documents(query)
+    """How many bets there are (at ``stage``, if given), from the running tally."""
+    counts = Tally.for_db(db).stage_counts()
+    return sum(counts.values()) if stage is None else counts.get(require_stage(pipeline, stage), 0)
 
 
 def _bet_row(doc: Doc) -> BetRow:

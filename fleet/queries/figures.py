@@ -18,8 +18,9 @@ from typing import Any
 
 from pymongo.database import Database
 
-from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS, REFUSALS, TRANSITIONS
+from fleet.constants import BETS, CLAIMS, FAILURES, HEARTBEATS
 from fleet.ledger.records import CREATE_KIND
+from fleet.ledger.tally import Tally
 from fleet.queries.activity import overlap_peak
 from fleet.queries.common import aware, find
 from fleet.store import reading
@@ -58,15 +59,18 @@ class RecentFlow:
 
 
 def flow_per_stage(db: Database[Doc], since: datetime) -> RecentFlow:
-    """Per stage, accepted transitions into and out of it since ``since`` (creations enter); refusals."""
+    """Per stage, accepted transitions into and out of it since ``since`` (creations enter); refusals.
+
+    From the running tally's per-minute counts: the window is rounded out to whole minutes.
+    """
     entered: Counter[str] = Counter()
     left: Counter[str] = Counter()
-    for doc in find(db, TRANSITIONS, {"at": {"$gte": since}}, ["from_stage", "to_stage"]):
-        entered[str(doc.get("to_stage"))] += 1
-        if doc.get("from_stage") is not None:
-            left[str(doc.get("from_stage"))] += 1
-    with reading(REFUSALS):
-        refused = int(db[REFUSALS].count_documents({"at": {"$gte": since}}))
+    tally, now = Tally.for_db(db), datetime.now(UTC)
+    for (source, dest, _), n in tally.flow_since(since, now).items():
+        entered[dest] += n
+        if source:
+            left[source] += n
+    refused = tally.refused_since(since, now)
     per_stage = {stage: Flow(entered[stage], left[stage]) for stage in entered.keys() | left.keys()}
     return RecentFlow(per_stage, sum(entered.values()), refused)
 
@@ -93,25 +97,16 @@ def _group(db: Database[Doc], collection: str, fields: list[str]) -> list[tuple[
 
 
 def transition_totals(db: Database[Doc]) -> Counter[EdgeKey]:
-    """Every accepted transition ever recorded, by edge, agent and kind (records are never pruned)."""
+    """Every accepted transition ever recorded, by edge, agent and kind, from the running tally."""
     totals: Counter[EdgeKey] = Counter()
-    for key, n in _group(db, TRANSITIONS, ["from_stage", "to_stage", "agent", "kind"]):
-        edge = EdgeKey(
-            source=str(key.get("from_stage") or ""),
-            dest=str(key.get("to_stage")),
-            agent=str(key.get("agent")),
-            kind=str(key.get("kind") or CREATE_KIND),
-        )
-        totals[edge] += n
+    for edge, n in Tally.for_db(db).edge_totals().items():
+        totals[EdgeKey(edge.source, edge.dest, edge.agent, edge.kind or CREATE_KIND)] += n
     return totals
 
 
 def refusal_totals(db: Database[Doc]) -> Counter[tuple[str, str]]:
-    """Stored refusals by (agent, reason)."""
-    totals: Counter[tuple[str, str]] = Counter()
-    for key, n in _group(db, REFUSALS, ["agent", "reason"]):
-        totals[(str(key.get("agent")), str(key.get("reason")))] += n
-    return totals
+    """Refusals by (agent, reason), counted as they were stored (pruning does not lower them)."""
+    return Tally.for_db(db).refusal_totals()
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ def test_a_short_demo_moves_bets_to_terminal_stages_and_stops_everything(stack, 
     demo_db = database(load_settings().model_copy(update={"mongo_db": f"{stack.env['FLEET_MONGO_DB']}_demo"}))
     pipeline = load_pipeline(None)
     terminal = [s.name for s in pipeline.stages if s.terminal]
-    assert demo_db["bets"].count_documents({"stage": {"$in": terminal}}) >= 1
+    assert demo_db["bets_done"].count_documents({"stage": {"$in": terminal}}) >= 1
+    assert demo_db["bets"].count_documents({"stage": {"$in": terminal}}) == 0  # finished bets moved out
     assert len(demo_db["heartbeats"].distinct("agent")) >= 40
     assert int(re.search(r"transitions (\d+)", out).group(1)) >= 1
     assert Enforcer(demo_db, pipeline).verify() == []

@@ -10,9 +10,11 @@ from fleet.constants import BETS, CLAIMS, FAILURES, REFUSALS, TRANSITIONS
 from fleet.queries import figures
 from fleet.store import Document
 
+from ..cli import test_report
 from ..cli.test_report import heartbeat
 
-T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+#: Recent, on a whole minute: flow windows are read from the tally's per-minute counts (26 h).
+T0 = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)
 
 
 def at(minutes: float) -> datetime:
@@ -86,7 +88,7 @@ def test_totals_by_edge_agent_reason_and_status(db: Database[Document]) -> None:
     assert figures.failures_per_agent(db) == {"checker": 1}
     beats = figures.heartbeat_figures(db)
     assert beats.by_outcome == {("checker", "ok"): 1, ("checker", "failed"): 1}
-    assert beats.durations_s == [60.0, 60.0] and beats.last_started == {"checker": at(5)}
+    assert beats.durations_s == [60.0, 60.0] and beats.last_started == {"checker": test_report.at(5)}
     assert [c["_id"] for c in figures.bet_claims(db, "x")] == ["x:0:0", "x:0:1"]
     assert [f["agent"] for f in figures.bet_failures(db, "x")] == ["checker"]
 

@@ -142,3 +142,8 @@ def server(stack: Stack, tmp_path: Path) -> Iterator[Server]:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def queued_keys(redis: redis_lib.Redis) -> list[bytes]:
+    """Redis keys other than the ledger's running counts (fleet.ledger.tally): what was sent or set."""
+    return [key for key in redis.scan_iter() if not key.startswith(b"fleet:tally")]

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 from fleet.board import Board
 from fleet.store import Document
 
-from .conftest import Seeded, close_url, csrf_token
+from .conftest import Seeded, close_url, csrf_token, queued_keys
 
 
 def test_the_trigger_button_puts_a_heartbeat_on_the_agents_queue(
@@ -36,7 +36,7 @@ def test_an_unknown_agent_gets_a_404_and_nothing_is_sent(
     token = csrf_token(client.get("/agents").text)
     response = client.post("/agents/nobody/trigger", data={"csrf_token": token})
     assert response.status_code == 404 and "unknown agent &#39;nobody&#39;" in response.text
-    assert redis.dbsize() == 0
+    assert queued_keys(redis) == []
 
 
 def test_closing_a_task_needs_a_reason_and_keeps_it(
