@@ -11,6 +11,7 @@ One module per command group, each registering its commands on :data:`app`:
 | :mod:`~fleet.cli.board` | ``fleet board``, ``fleet board close`` |
 | :mod:`~fleet.cli.audits` | ``fleet audit``, ``fleet verify`` |
 | :mod:`~fleet.cli.retention` | ``fleet prune`` |
+| :mod:`~fleet.cli.upkeep` | ``fleet migrate``, ``fleet tally`` |
 | :mod:`~fleet.cli.doctor` | ``fleet doctor`` |
 | :mod:`~fleet.cli.external` | ``fleet mcp``, ``fleet token`` (external agents) |
 | :mod:`fleet.web.command` | ``fleet web`` (the console; its logic lives in :mod:`fleet.web`) |
@@ -34,7 +35,7 @@ import typer
 from kombu.exceptions import OperationalError as KombuOperationalError
 from pymongo.errors import PyMongoError
 
-from fleet.cli import audits, board, definitions, doctor, external, ledger, retention, run, services
+from fleet.cli import audits, board, definitions, doctor, external, ledger, retention, run, services, upkeep
 from fleet.cli.output import fail, help_without_command
 from fleet.errors import FleetError, first_line
 from fleet.web.command import web as web_command
@@ -56,6 +57,7 @@ run.register(app)
 definitions.register(app)
 audits.register(app)
 retention.register(app)
+upkeep.register(app)
 doctor.register(app)
 external.register(app)
 app.add_typer(services.app, name="services")

@@ -379,11 +379,12 @@ class Tally:
         fleet, or check again.
         """
         staging = f"{self.prefix}:check"
+        with translated("tally: reading counts"):
+            self.ensure_built()  # first: a rebuild's swap drops every other key of the tally
         self._drop(staging)
         try:
             self._recount(staging, None)
             with translated("tally: reading counts"):
-                self.ensure_built()
                 return [
                     f"{name} {_show(field)}: counted {have}, recount {want}"
                     for name in ("stages", "edges", "refusals")

@@ -54,7 +54,9 @@ def doctor_checks(procfile: Path) -> list[Check]:
     if settings is None:
         return [check]
     services = [redis_check(settings), store_check(settings), protocols_check(settings)]
-    return [check, *services, *_definition_checks(settings, procfile)]
+    definitions = _definition_checks(settings, procfile)
+    layout = [layout_check(settings)] if services[1].ok and all(c.ok for c in definitions[:1]) else []
+    return [check, *services, *definitions, *layout]
 
 
 def _definition_checks(settings: Settings, procfile: Path) -> list[Check]:
@@ -86,6 +88,22 @@ def mcp_checks(settings: Settings, registry: Registry) -> list[Check]:
 
     fix = "start `fleet mcp` (a Procfile line) and give workers and server the same FLEET_MCP_SECRET"
     return [_attempt("mcp", fix, probe)[0]]
+
+
+def layout_check(settings: Settings) -> Check:
+    """Finished bets are out of the live set (a store written by an older fleet has them in it)."""
+    from fleet.ledger.ledger import Ledger  # lazy: as in redis_check
+    from fleet.store import database
+
+    def probe() -> tuple[None, str]:
+        terminal = frozenset(load_pipeline(settings.pipeline).terminal_stages)
+        left = Ledger(database(settings), terminal=terminal).unmigrated()
+        if left:
+            raise FleetError(f"{left} finished item(s) still in the live set (a store from an older fleet)")
+        return None, "finished items are out of the live set"
+
+    fix = "run `fleet migrate` (the ops watchdog also moves them on its next run)"
+    return _attempt("store layout", fix, probe)[0]
 
 
 def settings_check() -> tuple[Check, Settings | None]:

@@ -434,7 +434,17 @@ def test_doctor_passes_on_the_test_stack(db: Database[Document], redis: redis_li
     ran = run_cli("doctor", "--json")
     assert ran.code == 0, ran.text
     checks = {c["name"]: c for c in ran.json()["checks"]}
-    expected = ["settings", "redis", "store", "protocols", "pipeline", "catalogue", "handlers", "procfile"]
+    expected = [
+        "settings",
+        "redis",
+        "store",
+        "protocols",
+        "pipeline",
+        "catalogue",
+        "handlers",
+        "procfile",
+        "store layout",
+    ]
     assert list(checks) == expected
     assert all(c["ok"] for c in checks.values())
     assert "version 1.0" in checks["protocols"]["detail"]
