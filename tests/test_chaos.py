@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.constants import BETS, CLAIMS, HEARTBEATS, TRANSITIONS
+from fleet.constants import BETS, BETS_DONE, CLAIMS, HEARTBEATS, TRANSITIONS
 from fleet.defaults.sim import IDEAS_PER_SCOUT
 from fleet.definitions.catalogue import Registry, load_registry
 from fleet.ledger import Enforcer
@@ -168,7 +168,8 @@ def test_the_fleet_loses_nothing_while_workers_redis_and_the_store_die(
 
 def _figures(db, registry: Registry, seeded: list[str], kills: int, repaired: int) -> dict[str, object]:
     stages = {stage.name for stage in registry.pipeline.stages}
-    bets = {doc["_id"]: doc["stage"] for doc in db[BETS].find({}, {"stage": 1})}
+    # Live bets and finished ones (a projection at a terminal stage moves to BETS_DONE).
+    bets = {doc["_id"]: doc["stage"] for name in (BETS_DONE, BETS) for doc in db[name].find({}, {"stage": 1})}
     statuses = Counter(doc["status"] for doc in db[HEARTBEATS].find({}, {"status": 1}))
     creations = Counter(
         doc["heartbeat_id"]
