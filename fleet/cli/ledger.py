@@ -65,8 +65,10 @@ def status(
 
     if watch:
         _watch(snapshot, noun, as_json, interval)
-    elif not emit(snapshot(), as_json):
-        show(status_view(snapshot(), noun))
+        return
+    report = snapshot()  # once: the table shows the same snapshot JSON would have printed
+    if not emit(report, as_json):
+        show(status_view(report, noun))
 
 
 def _watch(snapshot: Callable[[], queries.Status], noun: str, as_json: bool, interval: float) -> None:
